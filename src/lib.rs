@@ -1,0 +1,6 @@
+//! kuberay: a Kubernetes operator for Ray that speaks KubeRay's `ray.io/v1` API, built as an event-sourced state
+//! machine engine. See `../shared/DESIGN.md` for the architecture.
+
+pub mod api;
+pub mod build;
+pub mod config;
