@@ -51,10 +51,7 @@ impl FeatureGates {
                 .into_iter()
                 .find(|feature| feature.name() == name.trim())
                 .ok_or_else(|| FeatureGateError::Unknown(name.trim().to_string()))?;
-            let enabled = value
-                .trim()
-                .parse::<bool>()
-                .map_err(|_| FeatureGateError::Malformed(item.to_string()))?;
+            let enabled = value.trim().parse::<bool>().map_err(|_| FeatureGateError::Malformed(item.to_string()))?;
             gates.overrides.insert(feature, enabled);
         }
         Ok(gates)
@@ -107,9 +104,8 @@ impl OperatorConfig {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let not_false = |name: &str| lookup(name).is_none_or(|v| !v.trim().eq_ignore_ascii_case("false"));
         let is_true = |name: &str| lookup(name).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        let seconds = |name: &str, default: u64| {
-            lookup(name).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(default)
-        };
+        let seconds =
+            |name: &str, default: u64| lookup(name).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(default);
         OperatorConfig {
             feature_gates: FeatureGates::default(),
             enable_init_container_injection: not_false("ENABLE_INIT_CONTAINER_INJECTION"),
