@@ -11,9 +11,9 @@ use super::{RayCluster, RayJob, RayService};
 /// A Ray object read from a manifest.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RayObject {
-    Cluster(RayCluster),
-    Job(RayJob),
-    Service(RayService),
+    Cluster(Box<RayCluster>),
+    Job(Box<RayJob>),
+    Service(Box<RayService>),
 }
 
 impl RayObject {
@@ -111,9 +111,9 @@ pub fn decode(document: &Value) -> Result<Option<RayObject>, DecodeError> {
         return Ok(None);
     }
     let object = match identity.kind.as_str() {
-        "RayCluster" => RayObject::Cluster(decode_as(document)?),
-        "RayJob" => RayObject::Job(decode_as(document)?),
-        _ => RayObject::Service(decode_as(document)?),
+        "RayCluster" => RayObject::Cluster(Box::new(decode_as(document)?)),
+        "RayJob" => RayObject::Job(Box::new(decode_as(document)?)),
+        _ => RayObject::Service(Box::new(decode_as(document)?)),
     };
     Ok(Some(object))
 }

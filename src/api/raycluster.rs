@@ -49,16 +49,16 @@ pub(crate) fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> sc
     derive = "PartialEq",
     derive = "Default",
     doc = "RayCluster is the Schema for the RayClusters API",
-    printcolumn(name = "desired workers", type_ = "integer", json_path = ".status.desiredWorkerReplicas"),
-    printcolumn(name = "available workers", type_ = "integer", json_path = ".status.availableWorkerReplicas"),
-    printcolumn(name = "cpus", type_ = "string", json_path = ".status.desiredCPU"),
-    printcolumn(name = "memory", type_ = "string", json_path = ".status.desiredMemory"),
-    printcolumn(name = "gpus", type_ = "string", json_path = ".status.desiredGPU"),
-    printcolumn(name = "tpus", type_ = "string", json_path = ".status.desiredTPU", priority = "1"),
-    printcolumn(name = "status", type_ = "string", json_path = ".status.state"),
-    printcolumn(name = "age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "head pod IP", type_ = "string", json_path = ".status.head.podIP", priority = "1"),
-    printcolumn(name = "head service IP", type_ = "string", json_path = ".status.head.serviceIP", priority = "1")
+    printcolumn = r#"{"name": "desired workers", "type": "integer", "jsonPath": ".status.desiredWorkerReplicas"}"#,
+    printcolumn = r#"{"name": "available workers", "type": "integer", "jsonPath": ".status.availableWorkerReplicas"}"#,
+    printcolumn = r#"{"name": "cpus", "type": "string", "jsonPath": ".status.desiredCPU"}"#,
+    printcolumn = r#"{"name": "memory", "type": "string", "jsonPath": ".status.desiredMemory"}"#,
+    printcolumn = r#"{"name": "gpus", "type": "string", "jsonPath": ".status.desiredGPU"}"#,
+    printcolumn = r#"{"name": "tpus", "type": "string", "jsonPath": ".status.desiredTPU", "priority": 1}"#,
+    printcolumn = r#"{"name": "status", "type": "string", "jsonPath": ".status.state"}"#,
+    printcolumn = r#"{"name": "age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name": "head pod IP", "type": "string", "jsonPath": ".status.head.podIP", "priority": 1}"#,
+    printcolumn = r#"{"name": "head service IP", "type": "string", "jsonPath": ".status.head.serviceIP", "priority": 1}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RayClusterSpec {

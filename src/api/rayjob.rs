@@ -36,12 +36,12 @@ fn deletion_policy_schema(generator: &mut schemars::SchemaGenerator) -> schemars
     derive = "PartialEq",
     derive = "Default",
     doc = "RayJob is the Schema for the rayjobs API",
-    printcolumn(name = "job status", type_ = "string", json_path = ".status.jobStatus"),
-    printcolumn(name = "deployment status", type_ = "string", json_path = ".status.jobDeploymentStatus"),
-    printcolumn(name = "ray cluster name", type_ = "string", json_path = ".status.rayClusterName"),
-    printcolumn(name = "start time", type_ = "string", json_path = ".status.startTime"),
-    printcolumn(name = "end time", type_ = "string", json_path = ".status.endTime"),
-    printcolumn(name = "age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "job status", "type": "string", "jsonPath": ".status.jobStatus"}"#,
+    printcolumn = r#"{"name": "deployment status", "type": "string", "jsonPath": ".status.jobDeploymentStatus"}"#,
+    printcolumn = r#"{"name": "ray cluster name", "type": "string", "jsonPath": ".status.rayClusterName"}"#,
+    printcolumn = r#"{"name": "start time", "type": "string", "jsonPath": ".status.startTime"}"#,
+    printcolumn = r#"{"name": "end time", "type": "string", "jsonPath": ".status.endTime"}"#,
+    printcolumn = r#"{"name": "age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RayJobSpec {

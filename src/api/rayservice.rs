@@ -25,8 +25,8 @@ pub const DEFAULT_RAY_CLUSTER_DELETION_DELAY_SECONDS: i32 = 60;
     derive = "PartialEq",
     derive = "Default",
     doc = "RayService is the Schema for the rayservices API",
-    printcolumn(name = "service status", type_ = "string", json_path = ".status.serviceStatus"),
-    printcolumn(name = "num serve endpoints", type_ = "string", json_path = ".status.numServeEndpoints")
+    printcolumn = r#"{"name": "service status", "type": "string", "jsonPath": ".status.serviceStatus"}"#,
+    printcolumn = r#"{"name": "num serve endpoints", "type": "string", "jsonPath": ".status.numServeEndpoints"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RayServiceSpec {
