@@ -266,3 +266,96 @@ pub mod cluster_state {
     pub const READY: &str = "ready";
     pub const SUSPENDED: &str = "suspended";
 }
+
+/// The kind of object that created a RayCluster, from its `ray.io/originated-from-crd` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CreatorKind {
+    RayCluster,
+    RayJob,
+    RayService,
+}
+
+impl CreatorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CreatorKind::RayCluster => "RayCluster",
+            CreatorKind::RayJob => "RayJob",
+            CreatorKind::RayService => "RayService",
+        }
+    }
+}
+
+impl RayClusterSpec {
+    /// `enableInTreeAutoscaling: true`.
+    pub fn autoscaling_enabled(&self) -> bool {
+        self.enable_in_tree_autoscaling == Some(true)
+    }
+
+    /// The GCS port: `headGroupSpec.rayStartParams["port"]`, else 6379.
+    pub fn head_port(&self) -> String {
+        self.head_group_spec
+            .ray_start_params
+            .get("port")
+            .cloned()
+            .unwrap_or_else(|| crate::api::constants::DEFAULT_GCS_SERVER_PORT.to_string())
+    }
+
+    pub fn worker_groups(&self) -> &[WorkerGroupSpec] {
+        self.worker_group_specs.as_deref().unwrap_or_default()
+    }
+}
+
+impl RayCluster {
+    /// GCS fault tolerance is on when the annotation `ray.io/ft-enabled` is `true` (any case) or
+    /// `gcsFaultToleranceOptions` is set (§5.1).
+    pub fn gcs_ft_enabled(&self) -> bool {
+        let annotated = self
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::api::constants::RAY_FT_ENABLED_ANNOTATION))
+            .is_some_and(|value| value.eq_ignore_ascii_case("true"));
+        annotated || self.spec.gcs_fault_tolerance_options.is_some()
+    }
+
+    /// Who created this cluster: RayCluster itself unless the label says RayJob or RayService.
+    pub fn creator(&self) -> CreatorKind {
+        match self
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::api::constants::RAY_ORIGINATED_FROM_CRD_LABEL))
+            .map(String::as_str)
+        {
+            Some("RayJob") => CreatorKind::RayJob,
+            Some("RayService") => CreatorKind::RayService,
+            _ => CreatorKind::RayCluster,
+        }
+    }
+}
+
+impl WorkerGroupSpec {
+    /// KubeRay's GetWorkerGroupDesiredReplicas (§2.2): suspended → 0; min > max → max; replicas unset or below
+    /// min → min; above max → max.
+    pub fn desired_replicas(&self) -> i32 {
+        let min = self.min_replicas.unwrap_or(0);
+        let max = self.max_replicas.unwrap_or(i32::MAX);
+        if self.suspend == Some(true) {
+            0
+        } else if min > max {
+            max
+        } else {
+            match self.replicas {
+                None => min,
+                Some(replicas) if replicas < min => min,
+                Some(replicas) if replicas > max => max,
+                Some(replicas) => replicas,
+            }
+        }
+    }
+
+    /// Pods per replica: `numOfHosts`, at least 1.
+    pub fn hosts(&self) -> i32 {
+        self.num_of_hosts.max(1)
+    }
+}
