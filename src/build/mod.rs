@@ -25,4 +25,8 @@ pub enum BuildError {
     NoContainer { what: String },
     #[error("{field}: {message}")]
     InvalidField { field: String, message: String },
+    /// The submitter command cannot be built from the RayJob (`metadata` with an old or unparsable `rayVersion`, a
+    /// `runtimeEnvYAML` that is not YAML).
+    #[error("{message}")]
+    SubmitterCommand { message: String },
 }
