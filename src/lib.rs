@@ -3,4 +3,5 @@
 
 pub mod api;
 pub mod build;
+pub mod cli;
 pub mod config;

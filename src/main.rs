@@ -1,5 +1,7 @@
+use clap::Parser;
+
 fn main() {
-    for crd in kuberay::api::crd::crds() {
-        println!("---\n{}", serde_saphyr::to_string(&crd).unwrap_or_default());
-    }
+    let cli = kuberay::cli::Cli::parse();
+    let code = kuberay::cli::run(cli, &mut std::io::stdout().lock(), &mut std::io::stderr().lock());
+    std::process::exit(code);
 }

@@ -43,9 +43,11 @@ pub struct YamlError {
     pub message: String,
 }
 
-/// Parses every document of a YAML stream into JSON trees; empty documents are skipped.
+/// Parses every document of a YAML stream into JSON trees; empty documents are skipped. Numbers with a leading
+/// zero are octal, as the API server's YAML 1.1 reader takes them (the samples' `defaultMode: 0777` is 511).
 pub fn parse_yaml_stream(text: &str) -> Result<Vec<Value>, YamlError> {
-    serde_saphyr::from_multiple::<Value>(text)
+    let options = serde_saphyr::options! { legacy_octal_numbers: true };
+    serde_saphyr::from_multiple_with_options::<Value>(text, options)
         .map(|documents| documents.into_iter().filter(|document| !document.is_null()).collect())
         .map_err(|error| {
             let location = error.location();
@@ -157,6 +159,11 @@ mod tests {
     fn generate_name_only_is_shown_with_a_star() {
         let identity = Identity::of(&one("apiVersion: ray.io/v1\nkind: RayJob\nmetadata: {generateName: job-}\n"));
         assert_eq!(identity.to_string(), "RayJob default/job-*");
+    }
+
+    #[test]
+    fn leading_zero_numbers_are_octal_as_kubernetes_reads_them() {
+        assert_eq!(one("defaultMode: 0777\n")["defaultMode"], 511);
     }
 
     #[test]

@@ -303,19 +303,20 @@ impl RayClusterSpec {
     pub fn worker_groups(&self) -> &[WorkerGroupSpec] {
         self.worker_group_specs.as_deref().unwrap_or_default()
     }
+
+    /// GCS fault tolerance is on when the annotation `ray.io/ft-enabled` of the object holding this spec is `true`
+    /// (any case) or `gcsFaultToleranceOptions` is set (§5.1).
+    pub fn gcs_ft_enabled(&self, annotations: &BTreeMap<String, String>) -> bool {
+        annotations
+            .get(crate::api::constants::RAY_FT_ENABLED_ANNOTATION)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            || self.gcs_fault_tolerance_options.is_some()
+    }
 }
 
 impl RayCluster {
-    /// GCS fault tolerance is on when the annotation `ray.io/ft-enabled` is `true` (any case) or
-    /// `gcsFaultToleranceOptions` is set (§5.1).
     pub fn gcs_ft_enabled(&self) -> bool {
-        let annotated = self
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(crate::api::constants::RAY_FT_ENABLED_ANNOTATION))
-            .is_some_and(|value| value.eq_ignore_ascii_case("true"));
-        annotated || self.spec.gcs_fault_tolerance_options.is_some()
+        self.spec.gcs_ft_enabled(self.metadata.annotations.as_ref().unwrap_or(&BTreeMap::new()))
     }
 
     /// Who created this cluster: RayCluster itself unless the label says RayJob or RayService.

@@ -4,13 +4,12 @@
 use std::collections::BTreeMap;
 
 use data_encoding::BASE32HEX_NOPAD;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::Resource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sha1::{Digest, Sha1};
 
-use super::BuildError;
 use super::names::rand5;
 use super::submitter::sidecar_submitter_container;
+use super::{BuildError, controller_owner_reference};
 use crate::api::constants::{
     HASH_WITHOUT_REPLICAS_AND_WORKERS_TO_DELETE_ANNOTATION, KUBERAY_VERSION, KUBERAY_VERSION_ANNOTATION,
     NUM_WORKER_GROUPS_ANNOTATION, RAY_ORIGINATED_FROM_CR_NAME_LABEL, RAY_ORIGINATED_FROM_CRD_LABEL,
@@ -18,20 +17,6 @@ use crate::api::constants::{
 use crate::api::raycluster::CreatorKind;
 use crate::api::rayjob::SubmissionMode;
 use crate::api::{RayCluster, RayClusterSpec, RayJob, RayService};
-
-/// controller-runtime's `SetControllerReference`: `controller` and `blockOwnerDeletion` set. An owner read from a
-/// manifest has no uid yet; the reference then carries an empty uid rather than failing.
-pub fn controller_owner_reference<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
-    let meta = owner.meta();
-    OwnerReference {
-        api_version: K::api_version(&()).into_owned(),
-        kind: K::kind(&()).into_owned(),
-        name: meta.name.clone().unwrap_or_default(),
-        uid: meta.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
 
 /// §3.2 getOrCreateRayClusterInstance: the RayCluster a RayJob creates (labels, annotations, deep-copied spec,
 /// owner = the RayJob). In SidecarMode the head template gets the sidecar submitter container appended and
@@ -149,6 +134,7 @@ pub fn rayservice_cluster_name(service: &RayService, seed: &str) -> String {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use rstest::rstest;
 
     use super::*;

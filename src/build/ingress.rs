@@ -8,8 +8,9 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::controller_owner_reference;
 use super::names::{check_label, cluster_name, head_service_name, ingress_name};
-use super::service::{controller_owner, head_container_ports};
+use super::service::head_container_ports;
 use crate::api::RayCluster;
 use crate::api::constants::{
     APPLICATION_NAME, COMPONENT_NAME, DASHBOARD_PORT_NAME, DEFAULT_DASHBOARD_PORT, INGRESS_CLASS_ANNOTATION,
@@ -54,7 +55,7 @@ pub fn head_ingress(cluster: &RayCluster) -> Option<Ingress> {
                 (K8S_CREATED_BY_LABEL.to_string(), COMPONENT_NAME.to_string()),
             ])),
             annotations: Some(annotations).filter(|annotations| !annotations.is_empty()),
-            owner_references: controller_owner(cluster),
+            owner_references: Some(vec![controller_owner_reference(cluster)]),
             ..ObjectMeta::default()
         },
         spec: Some(IngressSpec {

@@ -12,6 +12,23 @@ pub mod render;
 pub mod service;
 pub mod submitter;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
+
+/// controller-runtime's `SetControllerReference`: `controller` and `blockOwnerDeletion` set. An owner read from a
+/// manifest has no uid yet; the reference then carries an empty uid rather than failing.
+pub fn controller_owner_reference<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    let meta = owner.meta();
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
 /// Why a desired object cannot be built from a spec; the message is KubeRay's where KubeRay has one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BuildError {

@@ -11,8 +11,7 @@ use k8s_openapi::api::core::v1::{
     PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::Resource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::names;
 use crate::api::RayCluster;
@@ -79,9 +78,9 @@ pub fn worker_pod(cluster: &RayCluster, group: &WorkerGroupSpec, config: &Operat
 /// The full `ray start ...` line (§6.1) for the head or a group, as KUBERAY_GEN_RAY_START_CMD shows it. A worker's
 /// `--address` names the head Service in the default cluster domain (`cluster.local`); the Pods use the operator's
 /// `CLUSTER_DOMAIN`.
-pub fn ray_start_command(cluster: &RayCluster, group: Option<&WorkerGroupSpec>) -> String {
+pub fn ray_start_command(cluster: &RayCluster, group: Option<&WorkerGroupSpec>, config: &OperatorConfig) -> String {
     let node = group.map_or(Node::Head, Node::Worker);
-    node_ray_start_command(cluster, node, &head_fqdn(cluster, &OperatorConfig::default()))
+    node_ray_start_command(cluster, node, &head_fqdn(cluster, config))
 }
 
 /// The labels of the head Pod (§6.8, §4.4): the Redis cleanup Job copies them and the head Service selects on some.
@@ -220,7 +219,7 @@ fn pod_metadata(cluster: &RayCluster, node: Node, template: &PodTemplateSpec) ->
     metadata.labels = Some(pod_labels(cluster, node));
     let annotations = pod_annotations(cluster, node, metadata.annotations.take().unwrap_or_default());
     metadata.annotations = Some(annotations).filter(|annotations| !annotations.is_empty());
-    let owner = controller_reference(cluster);
+    let owner = super::controller_owner_reference(cluster);
     let owners = metadata.owner_references.get_or_insert_with(Vec::new);
     match owners.iter_mut().find(|existing| existing.kind == owner.kind && existing.name == owner.name) {
         Some(existing) => *existing = owner,
@@ -280,20 +279,6 @@ fn pod_annotations(
 
 fn cluster_annotation<'a>(cluster: &'a RayCluster, key: &str) -> Option<&'a str> {
     cluster.metadata.annotations.as_ref().and_then(|annotations| annotations.get(key)).map(String::as_str)
-}
-
-/// The controller reference to the cluster, as controller-runtime's SetControllerReference makes it. A cluster read
-/// from a file has no uid yet: the reference then carries an empty one.
-fn controller_reference(cluster: &RayCluster) -> OwnerReference {
-    let reference = cluster.controller_owner_ref(&()).unwrap_or_else(|| OwnerReference {
-        api_version: RayCluster::api_version(&()).into_owned(),
-        kind: RayCluster::kind(&()).into_owned(),
-        name: names::cluster_name(cluster).to_string(),
-        uid: cluster.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        ..OwnerReference::default()
-    });
-    OwnerReference { block_owner_deletion: Some(true), ..reference }
 }
 
 /// The storage namespace of GCS FT (§5.2): `externalStorageNamespace`, else the annotation, else the cluster uid.
@@ -1087,7 +1072,7 @@ mod tests {
             c.spec.head_group_spec.ray_start_params =
                 params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         });
-        let line = ray_start_command(&cluster, None);
+        let line = ray_start_command(&cluster, None, &OperatorConfig::default());
         assert!(line.starts_with("ray start --head  --block "), "{line}");
         assert!(line.contains(expected_part), "{line:?} lacks {expected_part:?}");
     }
@@ -1108,7 +1093,7 @@ mod tests {
             c.spec.head_group_spec.ray_start_params = to_map(head_params);
             worker_group(c).ray_start_params = to_map(worker_params);
         });
-        let line = ray_start_command(&cluster, Some(&cluster.spec.worker_groups()[0]));
+        let line = ray_start_command(&cluster, Some(&cluster.spec.worker_groups()[0]), &OperatorConfig::default());
         assert!(line.contains(expected_part), "{line:?} lacks {expected_part:?}");
         assert_eq!(env_text(ray(&worker(&cluster)), KUBERAY_GEN_RAY_START_CMD), Some(line.as_str()));
     }
@@ -1116,8 +1101,11 @@ mod tests {
     #[test]
     fn autoscaling_turns_the_monitor_off_on_the_head_only() {
         let cluster = with(cluster(), |c| c.spec.enable_in_tree_autoscaling = Some(true));
-        assert!(ray_start_command(&cluster, None).contains(" --no-monitor "));
-        assert!(!ray_start_command(&cluster, cluster.spec.worker_groups().first()).contains("no-monitor"));
+        assert!(ray_start_command(&cluster, None, &OperatorConfig::default()).contains(" --no-monitor "));
+        assert!(
+            !ray_start_command(&cluster, cluster.spec.worker_groups().first(), &OperatorConfig::default())
+                .contains("no-monitor")
+        );
     }
 
     #[test]
@@ -1168,7 +1156,10 @@ mod tests {
             Some(part) => assert!(args(&pod).contains(part), "{:?} lacks {part:?}", args(&pod)),
             None => assert_eq!(ray(&pod).args, to_strings(user_args)),
         }
-        assert_eq!(env_text(ray(&pod), KUBERAY_GEN_RAY_START_CMD), Some(ray_start_command(&cluster, None).as_str()));
+        assert_eq!(
+            env_text(ray(&pod), KUBERAY_GEN_RAY_START_CMD),
+            Some(ray_start_command(&cluster, None, &OperatorConfig::default()).as_str())
+        );
     }
 
     // ---- §6.3 env ----
@@ -1589,7 +1580,7 @@ mod tests {
                 o.redis_username = Some(RedisCredential { value: Some("user".into()), value_from: None });
             }),
         );
-        let line = ray_start_command(&cluster, None);
+        let line = ray_start_command(&cluster, None, &OperatorConfig::default());
         assert!(line.contains(" --redis-password=$REDIS_PASSWORD  --redis-username=$REDIS_USERNAME "), "{line}");
         let pod = head(&cluster);
         let password = ray(&pod).env.iter().flatten().find(|var| var.name == REDIS_PASSWORD).unwrap();

@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::controller_owner_reference;
 use super::names::{check_name, cluster_name};
-use super::service::controller_owner;
 use crate::api::RayCluster;
 use crate::api::constants::{
     APPLICATION_NAME, COMPONENT_NAME, GROUP, K8S_APP_NAME_LABEL, K8S_CREATED_BY_LABEL, RAY_CLUSTER_LABEL,
@@ -80,7 +80,7 @@ fn metadata(cluster: &RayCluster, name: String) -> ObjectMeta {
             (K8S_APP_NAME_LABEL.to_string(), APPLICATION_NAME.to_string()),
             (K8S_CREATED_BY_LABEL.to_string(), COMPONENT_NAME.to_string()),
         ])),
-        owner_references: controller_owner(cluster),
+        owner_references: Some(vec![controller_owner_reference(cluster)]),
         ..ObjectMeta::default()
     }
 }

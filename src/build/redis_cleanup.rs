@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodTemplateSpec, Resour
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::cluster::controller_owner_reference;
+use super::controller_owner_reference;
 use super::names::{cluster_name, redis_cleanup_job_name};
 use crate::api::RayCluster;
 use crate::api::constants::{NODE_TYPE_REDIS_CLEANUP, RAY_NODE_TYPE_LABEL, REDIS_USERNAME};

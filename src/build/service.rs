@@ -6,13 +6,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::Resource;
 
-use super::BuildError;
 use super::names::{
     check_label, check_name, cluster_name, head_service_name, headless_worker_service_name, serve_service_name,
     service_fqdn,
 };
+use super::{BuildError, controller_owner_reference};
 use crate::api::constants::{
     APPLICATION_NAME, CLIENT_PORT_NAME, COMPONENT_NAME, DASHBOARD_PORT_NAME, DEFAULT_CLIENT_PORT,
     DEFAULT_DASHBOARD_PORT, DEFAULT_GCS_SERVER_PORT, DEFAULT_METRICS_PORT, DEFAULT_SERVING_PORT,
@@ -71,7 +70,7 @@ pub fn serve_service(cluster: &RayCluster) -> Result<Option<Service>, BuildError
             name: Some(serve_service_name(name)),
             namespace: cluster.metadata.namespace.clone(),
             labels: Some(serve_service_labels(name, CreatorKind::RayCluster)),
-            owner_references: controller_owner(cluster),
+            owner_references: Some(vec![controller_owner_reference(cluster)]),
             ..ObjectMeta::default()
         },
         spec: Some(ServiceSpec {
@@ -95,7 +94,7 @@ pub fn headless_worker_service(cluster: &RayCluster) -> Option<Service> {
             name: Some(headless_worker_service_name(name)),
             namespace: cluster.metadata.namespace.clone(),
             labels: Some(BTreeMap::from([(HEADLESS_WORKER_SERVICE_LABEL.to_string(), name.to_string())])),
-            owner_references: controller_owner(cluster),
+            owner_references: Some(vec![controller_owner_reference(cluster)]),
             ..ObjectMeta::default()
         },
         spec: Some(ServiceSpec {
@@ -126,7 +125,7 @@ pub fn rayservice_head_service(service: &RayService, cluster: &RayCluster, confi
         (RAY_NODE_TYPE_LABEL.to_string(), NODE_TYPE_HEAD.to_string()),
         (RAY_ID_LABEL.to_string(), check_label(&format!("{service_name}-{NODE_TYPE_HEAD}"))),
     ]));
-    head.metadata.owner_references = controller_owner(service);
+    head.metadata.owner_references = Some(vec![controller_owner_reference(service)]);
     head
 }
 
@@ -151,7 +150,7 @@ pub fn rayservice_serve_service(service: &RayService, cluster: &RayCluster) -> R
         service_type: non_empty(
             service.spec.ray_cluster_config.as_ref().and_then(|spec| spec.head_group_spec.service_type.as_deref()),
         ),
-        owner_references: controller_owner(service),
+        owner_references: Some(vec![controller_owner_reference(service)]),
     };
     Ok(match user_service {
         Some(user) => {
@@ -213,12 +212,6 @@ pub(crate) fn head_container_ports(cluster: &RayCluster) -> BTreeMap<String, i32
     ports
 }
 
-/// The controller owner reference KubeRay sets on everything it creates; none for an object without a uid (a
-/// manifest read from a file), which only the API server assigns.
-pub(crate) fn controller_owner<K: Resource<DynamicType = ()>>(owner: &K) -> Option<Vec<OwnerReference>> {
-    owner.controller_owner_ref(&()).map(|reference| vec![reference])
-}
-
 fn build_head_service(
     cluster: &RayCluster,
     app_name: &str,
@@ -251,7 +244,7 @@ fn build_head_service(
         selector,
         annotations,
         service_type,
-        owner_references: controller_owner(cluster),
+        owner_references: Some(vec![controller_owner_reference(cluster)]),
     };
     match &cluster.spec.head_group_spec.head_service {
         Some(user) => {
@@ -518,13 +511,6 @@ pub(crate) mod tests {
         cluster.spec.head_service_annotations = Some(map(&[("team", "ray")]));
         let service = head_service(&cluster, &OperatorConfig::default());
         assert_eq!(service.metadata.annotations, Some(map(&[("team", "ray")])));
-    }
-
-    #[test]
-    fn objects_of_a_cluster_without_uid_have_no_owner() {
-        let mut cluster = cluster();
-        cluster.metadata.uid = None;
-        assert_eq!(head_service(&cluster, &OperatorConfig::default()).metadata.owner_references, None);
     }
 
     #[rstest]

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
 use super::BuildError;
-use super::cluster::controller_owner_reference;
+use super::controller_owner_reference;
 use crate::api::constants::{
     COMPONENT_NAME, DASHBOARD_PORT_NAME, DEFAULT_DASHBOARD_PORT, K8S_CREATED_BY_LABEL, RAY_JOB_SUBMITTER_CONTAINER,
     RAY_ORIGINATED_FROM_CR_NAME_LABEL, RAY_ORIGINATED_FROM_CRD_LABEL,

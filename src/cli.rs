@@ -1,0 +1,219 @@
+//! The `kuberay` command line: the commands that read manifests (`validate`, `render`) and print the CRDs.
+//! Each command writes to the writers it is given and returns its exit code, so tests run it in-process.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+
+use crate::api::RayCluster;
+use crate::api::document::{self, Identity, RayObject};
+use crate::api::validation;
+use crate::build::render;
+use crate::config::{FeatureGates, OperatorConfig};
+
+#[derive(Parser, Debug)]
+#[command(name = "kuberay", version, about = "A Kubernetes operator for Ray (KubeRay's ray.io/v1 API)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate the Ray objects of manifest files: one line per object, or one per problem.
+    Validate {
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// KubeRay's feature gates, e.g. `RayJobDeletionPolicy=false`.
+        #[arg(long, default_value = "")]
+        feature_gates: String,
+    },
+    /// Print every object the operator would create for the Ray objects of manifest files.
+    Render {
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Yaml)]
+        output: OutputFormat,
+        #[arg(long, default_value = "")]
+        feature_gates: String,
+    },
+    /// Print the CustomResourceDefinitions of RayCluster, RayJob and RayService.
+    Crd {
+        /// Write one file per CRD into this directory (as `deploy/crds/` holds them) instead of printing.
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Yaml,
+    Json,
+}
+
+/// Exit codes of the manifest commands.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_INVALID: i32 = 1;
+pub const EXIT_UNREADABLE: i32 = 2;
+
+pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let result = match cli.command {
+        Command::Validate { files, feature_gates } => match config(&feature_gates) {
+            Ok(config) => validate(&files, &config.feature_gates, out, err),
+            Err(message) => Err(std::io::Error::other(message)),
+        },
+        Command::Render { files, output, feature_gates } => match config(&feature_gates) {
+            Ok(config) => render(&files, output, &config, out, err),
+            Err(message) => Err(std::io::Error::other(message)),
+        },
+        Command::Crd { output_dir } => crd(output_dir.as_deref(), out),
+    };
+    result.unwrap_or_else(|e| {
+        let _ = writeln!(err, "error: {e}");
+        EXIT_UNREADABLE
+    })
+}
+
+/// The operator's knobs from the environment, with the gates of `--feature-gates`.
+fn config(gates: &str) -> Result<OperatorConfig, String> {
+    let feature_gates = FeatureGates::parse(gates).map_err(|e| format!("--feature-gates: {e}"))?;
+    Ok(OperatorConfig { feature_gates, ..OperatorConfig::from_env() })
+}
+
+/// The documents of one file, or why the file cannot be read (`FILE: line L, column C: ...`).
+fn read_documents(path: &Path) -> Result<Vec<Value>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    document::parse_yaml_stream(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A Ray document read and checked: the object, or every problem with it.
+fn check(document: &Value, gates: &FeatureGates) -> Result<RayObject, Vec<String>> {
+    let object = match document::decode(document) {
+        Ok(Some(object)) => object,
+        Ok(None) => return Err(vec!["not a ray.io/v1 object".to_string()]),
+        Err(e) => return Err(vec![e.to_string()]),
+    };
+    let problems = match &object {
+        RayObject::Cluster(cluster) => validation::validate_ray_cluster(cluster, gates),
+        RayObject::Job(job) => validation::validate_ray_job(job, gates),
+        RayObject::Service(service) => validation::validate_ray_service(service, gates),
+    };
+    if problems.is_empty() { Ok(object) } else { Err(problems) }
+}
+
+pub fn validate(
+    files: &[PathBuf],
+    gates: &FeatureGates,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<i32> {
+    let mut code = EXIT_OK;
+    for path in files {
+        let documents = match read_documents(path) {
+            Ok(documents) => documents,
+            Err(message) => {
+                writeln!(err, "error: {message}")?;
+                code = EXIT_UNREADABLE;
+                continue;
+            }
+        };
+        for document in &documents {
+            let identity = Identity::of(document);
+            if !identity.is_ray() {
+                writeln!(out, "{identity}: skipped")?;
+                continue;
+            }
+            match check(document, gates) {
+                Ok(_) => writeln!(out, "{identity}: ok")?,
+                Err(problems) => {
+                    for problem in problems {
+                        writeln!(out, "{identity}: error: {problem}")?;
+                    }
+                    code = code.max(EXIT_INVALID);
+                }
+            }
+        }
+    }
+    Ok(code)
+}
+
+pub fn render(
+    files: &[PathBuf],
+    format: OutputFormat,
+    config: &OperatorConfig,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<i32> {
+    let mut code = EXIT_OK;
+    let mut objects = Vec::new();
+    for path in files {
+        let documents = match read_documents(path) {
+            Ok(documents) => documents,
+            Err(message) => {
+                writeln!(err, "error: {message}")?;
+                code = EXIT_UNREADABLE;
+                continue;
+            }
+        };
+        for document in documents.iter().filter(|d| Identity::of(d).is_ray()) {
+            let identity = Identity::of(document);
+            match check(document, &config.feature_gates) {
+                Ok(object) => objects.push((identity, object)),
+                Err(problems) => {
+                    for problem in problems {
+                        writeln!(err, "{identity}: error: {problem}")?;
+                    }
+                    code = code.max(EXIT_INVALID);
+                }
+            }
+        }
+    }
+    let clusters: Vec<RayCluster> = objects
+        .iter()
+        .filter_map(|(_, object)| match object {
+            RayObject::Cluster(cluster) => Some(cluster.as_ref().clone()),
+            _ => None,
+        })
+        .collect();
+    let mut rendered = Vec::new();
+    for (identity, object) in &objects {
+        match render::render(object, config, &clusters) {
+            Ok(children) => rendered.extend(children),
+            // A valid RayJob whose selected cluster is elsewhere: nothing to render, and nothing wrong.
+            Err(e @ render::RenderError::SelectedClusterNotGiven(_)) => writeln!(err, "{identity}: note: {e}")?,
+            Err(e) => {
+                writeln!(err, "{identity}: error: {e}")?;
+                code = code.max(EXIT_INVALID);
+            }
+        }
+    }
+    write_objects(&rendered, format, out)?;
+    Ok(code)
+}
+
+fn write_objects(objects: &[Value], format: OutputFormat, out: &mut dyn Write) -> std::io::Result<()> {
+    match format {
+        OutputFormat::Json => {
+            let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": objects});
+            serde_json::to_writer_pretty(&mut *out, &list)?;
+            writeln!(out)
+        }
+        OutputFormat::Yaml => objects.iter().try_for_each(|object| {
+            let yaml = serde_saphyr::to_string(object).map_err(std::io::Error::other)?;
+            write!(out, "---\n{yaml}")
+        }),
+    }
+}
+
+fn crd(output_dir: Option<&Path>, out: &mut dyn Write) -> std::io::Result<i32> {
+    let documents = crate::api::crd::crd_yaml_documents().map_err(std::io::Error::other)?;
+    for (file, document) in crate::api::crd::CRD_FILES.iter().zip(documents) {
+        match output_dir {
+            Some(dir) => std::fs::write(dir.join(file), document)?,
+            None => out.write_all(document.as_bytes())?,
+        }
+    }
+    Ok(EXIT_OK)
+}
