@@ -88,6 +88,23 @@ fn read_documents(path: &Path) -> Result<Vec<Value>, String> {
     document::parse_yaml_stream(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// The documents of every readable file, in order, and the exit code so far: each file that cannot be read is
+/// reported on `err` and makes it [`EXIT_UNREADABLE`].
+fn read_all(files: &[PathBuf], err: &mut dyn Write) -> std::io::Result<(Vec<Value>, i32)> {
+    let mut code = EXIT_OK;
+    let mut all = Vec::new();
+    for path in files {
+        match read_documents(path) {
+            Ok(documents) => all.extend(documents),
+            Err(message) => {
+                writeln!(err, "error: {message}")?;
+                code = EXIT_UNREADABLE;
+            }
+        }
+    }
+    Ok((all, code))
+}
+
 /// A Ray document read and checked: the object, or every problem with it.
 fn check(document: &Value, gates: &FeatureGates) -> Result<RayObject, Vec<String>> {
     let object = match document::decode(document) {
@@ -109,30 +126,20 @@ pub fn validate(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> std::io::Result<i32> {
-    let mut code = EXIT_OK;
-    for path in files {
-        let documents = match read_documents(path) {
-            Ok(documents) => documents,
-            Err(message) => {
-                writeln!(err, "error: {message}")?;
-                code = EXIT_UNREADABLE;
-                continue;
-            }
-        };
-        for document in &documents {
-            let identity = Identity::of(document);
-            if !identity.is_ray() {
-                writeln!(out, "{identity}: skipped")?;
-                continue;
-            }
-            match check(document, gates) {
-                Ok(_) => writeln!(out, "{identity}: ok")?,
-                Err(problems) => {
-                    for problem in problems {
-                        writeln!(out, "{identity}: error: {problem}")?;
-                    }
-                    code = code.max(EXIT_INVALID);
+    let (documents, mut code) = read_all(files, err)?;
+    for document in &documents {
+        let identity = Identity::of(document);
+        if !identity.is_ray() {
+            writeln!(out, "{identity}: skipped")?;
+            continue;
+        }
+        match check(document, gates) {
+            Ok(_) => writeln!(out, "{identity}: ok")?,
+            Err(problems) => {
+                for problem in problems {
+                    writeln!(out, "{identity}: error: {problem}")?;
                 }
+                code = code.max(EXIT_INVALID);
             }
         }
     }
@@ -146,27 +153,17 @@ pub fn render(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> std::io::Result<i32> {
-    let mut code = EXIT_OK;
+    let (documents, mut code) = read_all(files, err)?;
     let mut objects = Vec::new();
-    for path in files {
-        let documents = match read_documents(path) {
-            Ok(documents) => documents,
-            Err(message) => {
-                writeln!(err, "error: {message}")?;
-                code = EXIT_UNREADABLE;
-                continue;
-            }
-        };
-        for document in documents.iter().filter(|d| Identity::of(d).is_ray()) {
-            let identity = Identity::of(document);
-            match check(document, &config.feature_gates) {
-                Ok(object) => objects.push((identity, object)),
-                Err(problems) => {
-                    for problem in problems {
-                        writeln!(err, "{identity}: error: {problem}")?;
-                    }
-                    code = code.max(EXIT_INVALID);
+    for document in documents.iter().filter(|d| Identity::of(d).is_ray()) {
+        let identity = Identity::of(document);
+        match check(document, &config.feature_gates) {
+            Ok(object) => objects.push((identity, object)),
+            Err(problems) => {
+                for problem in problems {
+                    writeln!(err, "{identity}: error: {problem}")?;
                 }
+                code = code.max(EXIT_INVALID);
             }
         }
     }

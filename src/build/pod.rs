@@ -75,9 +75,8 @@ pub fn worker_pod(cluster: &RayCluster, group: &WorkerGroupSpec, config: &Operat
     build_pod(cluster, Node::Worker(group), config)
 }
 
-/// The full `ray start ...` line (§6.1) for the head or a group, as KUBERAY_GEN_RAY_START_CMD shows it. A worker's
-/// `--address` names the head Service in the default cluster domain (`cluster.local`); the Pods use the operator's
-/// `CLUSTER_DOMAIN`.
+/// The full `ray start ...` line (§6.1) for the head or a group, as KUBERAY_GEN_RAY_START_CMD shows it; a worker's
+/// `--address` names the head Service in the operator's `CLUSTER_DOMAIN`.
 pub fn ray_start_command(cluster: &RayCluster, group: Option<&WorkerGroupSpec>, config: &OperatorConfig) -> String {
     let node = group.map_or(Node::Head, Node::Worker);
     node_ray_start_command(cluster, node, &head_fqdn(cluster, config))
