@@ -5,3 +5,4 @@ pub mod api;
 pub mod build;
 pub mod cli;
 pub mod config;
+pub mod machine;
