@@ -1,4 +1,5 @@
-//! The `kuberay` command line: the commands that read manifests (`validate`, `render`) and print the CRDs.
+//! The `kuberay` command line: the commands that read manifests (`validate`, `render`), print the CRDs, and serve
+//! the simulated cluster (`sim serve`).
 //! Each command writes to the writers it is given and returns its exit code, so tests run it in-process.
 
 use std::io::Write;
@@ -45,6 +46,27 @@ pub enum Command {
         #[arg(long)]
         output_dir: Option<PathBuf>,
     },
+    /// The simulated cluster.
+    Sim {
+        #[command(subcommand)]
+        command: SimCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SimCommand {
+    /// Serve the simulated cluster's Kubernetes API on 127.0.0.1 in wall-clock time, until interrupted.
+    Serve {
+        /// The port to listen on; 0 picks a free one (printed on the first line).
+        #[arg(long, default_value_t = 6443)]
+        port: u16,
+        /// Write a kubeconfig that reaches the simulated cluster to this file.
+        #[arg(long)]
+        kubeconfig_out: Option<PathBuf>,
+        /// Seeds the uids and generated names.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -69,6 +91,9 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             Err(message) => Err(std::io::Error::other(message)),
         },
         Command::Crd { output_dir } => crd(output_dir.as_deref(), out),
+        Command::Sim { command: SimCommand::Serve { port, kubeconfig_out, seed } } => {
+            sim_serve(port, kubeconfig_out.as_deref(), seed, out)
+        }
     };
     result.unwrap_or_else(|e| {
         let _ = writeln!(err, "error: {e}");
@@ -213,4 +238,21 @@ fn crd(output_dir: Option<&Path>, out: &mut dyn Write) -> std::io::Result<i32> {
         }
     }
     Ok(EXIT_OK)
+}
+
+/// Binds first, so that the printed address (and the kubeconfig) are ready before anything connects.
+fn sim_serve(port: u16, kubeconfig_out: Option<&Path>, seed: u64, out: &mut dyn Write) -> std::io::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let server = format!("http://{}", listener.local_addr()?);
+        if let Some(path) = kubeconfig_out {
+            std::fs::write(path, crate::sim::kubeconfig(&server))?;
+        }
+        writeln!(out, "serving the simulated cluster on {server}")?;
+        out.flush()?;
+        let sim = crate::sim::Sim::new(crate::sim::SimConfig { seed, ..crate::sim::SimConfig::default() });
+        sim.serve(listener).await?;
+        Ok(EXIT_OK)
+    })
 }

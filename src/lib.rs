@@ -6,3 +6,4 @@ pub mod build;
 pub mod cli;
 pub mod config;
 pub mod machine;
+pub mod sim;

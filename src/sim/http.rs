@@ -1,0 +1,389 @@
+//! The REST API over HTTP: paths to resources, verbs to store operations, query parameters and content types as
+//! the API server reads them, and answers as it writes them.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{Method, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, StreamBody};
+use percent_encoding::percent_decode_str;
+use serde_json::{Value, json};
+
+use super::Shared;
+use super::error::ApiError;
+use super::resources::ResourceType;
+use super::selector::{FieldSelector, LabelSelector};
+use super::store::{DeleteOptions, Deleted, ListOptions, PatchKind, Propagation, Subresource};
+use super::watch::{self, WatchPlan, present};
+
+/// The body of every answer: a whole JSON document, or a watch stream.
+pub type SimBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
+/// What the server answers with.
+enum Reply {
+    Json(StatusCode, Value),
+    Text(&'static str),
+    Watch(Box<WatchPlan>),
+}
+
+/// The version the simulated cluster reports (the Kubernetes API it follows).
+const GIT_VERSION: &str = "v1.33.0";
+
+/// A watch without `timeoutSeconds` ends after this long (the API server picks 30–60 minutes at random).
+const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
+
+pub async fn handle(shared: Arc<Shared>, parts: http::request::Parts, body: Bytes) -> Response<SimBody> {
+    match route(&shared, &parts, &body) {
+        Ok(Reply::Json(status, value)) => json_response(status, &value),
+        Ok(Reply::Text(text)) => {
+            let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed_unsync());
+            response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+            response
+        }
+        Ok(Reply::Watch(plan)) => {
+            let frames = watch::stream(shared, *plan).map(|chunk| Ok(http_body::Frame::data(chunk)));
+            let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
+            response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(error) => json_response(StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &error.status()),
+    }
+}
+
+pub fn json_response(status: StatusCode, value: &Value) -> Response<SimBody> {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(bytes)).boxed_unsync());
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The request's query, decoded (`+` is a space, as in a form).
+fn query(parts: &http::request::Parts) -> BTreeMap<String, String> {
+    let decode = |text: &str| percent_decode_str(&text.replace('+', " ")).decode_utf8_lossy().into_owned();
+    parts
+        .uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) => (decode(key), decode(value)),
+            None => (decode(pair), String::new()),
+        })
+        .collect()
+}
+
+/// A request for a resource: `/api/v1/namespaces/NS/PLURAL/NAME/SUB` and its shorter forms.
+struct Target {
+    resource: ResourceType,
+    version: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Subresource,
+}
+
+fn route(shared: &Shared, parts: &http::request::Parts, body: &[u8]) -> Result<Reply, ApiError> {
+    let segments: Vec<String> = parts
+        .uri
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let get_only = |reply: Option<Value>| -> Result<Reply, ApiError> {
+        if parts.method != Method::GET {
+            return Err(ApiError::method_not_allowed(parts.method.as_str()));
+        }
+        reply.map(|v| Reply::Json(StatusCode::OK, v)).ok_or_else(ApiError::no_such_path)
+    };
+    match segments.as_slice() {
+        ["healthz" | "livez" | "readyz"] => Ok(Reply::Text("ok")),
+        ["version"] => get_only(Some(version())),
+        ["api"] => {
+            let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            get_only(Some(shared.read(|s| s.registry().core_versions(host))))
+        }
+        ["apis"] => get_only(Some(shared.read(|s| s.registry().group_list()))),
+        ["api", version] => get_only(shared.read(|s| s.registry().resource_list("", version))),
+        ["apis", group] => get_only(shared.read(|s| s.registry().group_document(group))),
+        ["apis", group, version] => get_only(shared.read(|s| s.registry().resource_list(group, version))),
+        ["api", version, rest @ ..] => resource_request(shared, parts, body, "", version, rest),
+        ["apis", group, version, rest @ ..] => resource_request(shared, parts, body, group, version, rest),
+        _ => Err(ApiError::no_such_path()),
+    }
+}
+
+fn target(shared: &Shared, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
+    let namespace_subresource = matches!(rest, ["namespaces", _, "status" | "finalize"]);
+    let (namespace, rest) = match rest {
+        ["namespaces", namespace, plural, tail @ ..] if !namespace_subresource => (Some(*namespace), {
+            let mut path = vec![*plural];
+            path.extend_from_slice(tail);
+            path
+        }),
+        _ => (None, rest.to_vec()),
+    };
+    let (plural, name, subresource) = match rest.as_slice() {
+        [plural] => (*plural, None, None),
+        [plural, name] => (*plural, Some(*name), None),
+        [plural, name, subresource] => (*plural, Some(*name), Some(*subresource)),
+        _ => return Err(ApiError::no_such_path()),
+    };
+    let resource = shared.read(|s| s.registry().find(group, version, plural).cloned()).ok_or_else(ApiError::no_such_path)?;
+    let misplaced = match (resource.namespaced, namespace, name) {
+        (false, Some(_), _) => true,
+        (true, None, Some(_)) => true,
+        _ => false,
+    };
+    let subresource = match subresource {
+        None => Subresource::Main,
+        Some("status") if resource.status_subresource => Subresource::Status,
+        Some(_) => return Err(ApiError::no_such_path()),
+    };
+    if misplaced {
+        return Err(ApiError::no_such_path());
+    }
+    Ok(Target {
+        resource,
+        version: version.to_string(),
+        namespace: namespace.map(str::to_string),
+        name: name.map(str::to_string),
+        subresource,
+    })
+}
+
+fn resource_request(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    body: &[u8],
+    group: &str,
+    version: &str,
+    rest: &[&str],
+) -> Result<Reply, ApiError> {
+    let target = target(shared, group, version, rest)?;
+    let query = query(parts);
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    // Only JSON is spoken: clients that try protobuf first (kubectl) fall back to JSON on 415.
+    if matches!(parts.method, Method::POST | Method::PUT) && !body.is_empty() && !media_type.is_empty()
+        && media_type != "application/json"
+    {
+        return Err(ApiError::unsupported_media_type(media_type, &["application/json", "application/yaml"]));
+    }
+    if query.get("dryRun").is_some_and(|d| !d.is_empty()) {
+        return Err(ApiError::bad_request("dryRun is not supported by the simulated cluster"));
+    }
+    let namespace = target.namespace.as_deref();
+    let resource = &target.resource;
+    let ok = |object: &Value| Reply::Json(StatusCode::OK, present(resource, &target.version, object));
+    match (&parts.method, target.name.as_deref()) {
+        (&Method::GET, None) if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) => {
+            watch_plan(shared, &target, &query).map(|plan| Reply::Watch(Box::new(plan)))
+        }
+        (&Method::GET, None) => {
+            let options = list_options(resource, &query)?;
+            let page = shared.read(|s| s.list(resource, namespace, &options))?;
+            let mut metadata = json!({"resourceVersion": page.resource_version.to_string()});
+            if let Some(token) = page.continue_token {
+                metadata["continue"] = json!(token);
+            }
+            if let Some(remaining) = page.remaining_item_count {
+                metadata["remainingItemCount"] = json!(remaining);
+            }
+            Ok(Reply::Json(StatusCode::OK, list_document(resource, &target.version, &page.items, metadata)))
+        }
+        (&Method::GET, Some(name)) => shared.read(|s| s.get(resource, namespace, name)).map(|o| ok(&o)),
+        (&Method::POST, None) => {
+            let body = parse_json(body)?;
+            let created = shared.write(|s| s.create(resource, namespace, body))?;
+            Ok(Reply::Json(StatusCode::CREATED, present(resource, &target.version, &created)))
+        }
+        (&Method::PUT, Some(name)) => {
+            let body = parse_json(body)?;
+            shared.write(|s| s.update(resource, namespace, name, body, target.subresource)).map(|o| ok(&o))
+        }
+        (&Method::PATCH, Some(name)) => {
+            let force = query.get("force").is_some_and(|f| f == "true");
+            let kind = match media_type {
+                "application/json-patch+json" => PatchKind::Json,
+                "application/merge-patch+json" => PatchKind::Merge,
+                "application/strategic-merge-patch+json" => PatchKind::Strategic,
+                "application/apply-patch+yaml" => PatchKind::Apply { force },
+                other => {
+                    return Err(ApiError::unsupported_media_type(
+                        other,
+                        &[
+                            "application/json-patch+json",
+                            "application/merge-patch+json",
+                            "application/apply-patch+yaml",
+                            "application/strategic-merge-patch+json",
+                        ],
+                    ));
+                }
+            };
+            let patch = if matches!(kind, PatchKind::Apply { .. }) { parse_yaml(body)? } else { parse_json(body)? };
+            let manager = query.get("fieldManager").map(String::as_str);
+            let (object, created) = shared.write(|s| {
+                s.patch(resource, namespace, name, kind, &patch, target.subresource, manager)
+            })?;
+            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            Ok(Reply::Json(status, present(resource, &target.version, &object)))
+        }
+        (&Method::DELETE, Some(name)) if target.subresource == Subresource::Main => {
+            let options = delete_options(&query, body)?;
+            match shared.write(|s| s.delete(resource, namespace, name, &options))? {
+                Deleted::Pending(object) => Ok(ok(&object)),
+                Deleted::Gone(object) if resource.delete_returns_object => Ok(ok(&object)),
+                Deleted::Gone(object) => Ok(Reply::Json(StatusCode::OK, deleted_status(resource, &object))),
+            }
+        }
+        (&Method::DELETE, None) => {
+            let list = list_options(resource, &query)?;
+            let options = delete_options(&query, body)?;
+            let deleted = shared.write(|s| s.delete_collection(resource, namespace, &list, &options))?;
+            let resource_version = shared.read(|s| s.resource_version());
+            let metadata = json!({"resourceVersion": resource_version.to_string()});
+            Ok(Reply::Json(StatusCode::OK, list_document(resource, &target.version, &deleted, metadata)))
+        }
+        (method, _) => Err(ApiError::method_not_allowed(method.as_str())),
+    }
+}
+
+/// A list as the API server writes it: built-in kinds' items carry no apiVersion and kind, custom resources' do.
+fn list_document(resource: &ResourceType, version: &str, items: &[Arc<Value>], metadata: Value) -> Value {
+    let items: Vec<Value> = items
+        .iter()
+        .map(|object| {
+            let mut item = present(resource, version, object);
+            if !resource.custom
+                && let Some(map) = item.as_object_mut()
+            {
+                map.remove("apiVersion");
+                map.remove("kind");
+            }
+            item
+        })
+        .collect();
+    json!({
+        "kind": resource.list_kind(),
+        "apiVersion": resource.api_version(version),
+        "metadata": metadata,
+        "items": items,
+    })
+}
+
+fn deleted_status(resource: &ResourceType, object: &Value) -> Value {
+    let name = object.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
+    let uid = object.pointer("/metadata/uid").cloned().unwrap_or(Value::Null);
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {"name": name, "group": resource.group, "kind": resource.plural, "uid": uid},
+    })
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
+}
+
+/// An applied configuration: YAML, or JSON (which is YAML too).
+fn parse_yaml(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).or_else(|_| {
+        let text = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        serde_saphyr::from_str(text).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+    })
+}
+
+fn list_options(resource: &ResourceType, query: &BTreeMap<String, String>) -> Result<ListOptions, ApiError> {
+    let text = |key: &str| query.get(key).filter(|v| !v.is_empty()).cloned();
+    let limit = match query.get("limit").filter(|v| !v.is_empty()) {
+        Some(limit) => Some(limit.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit: {limit}")))?),
+        None => None,
+    };
+    Ok(ListOptions {
+        labels: LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or_default())?,
+        fields: FieldSelector::parse(
+            query.get("fieldSelector").map(String::as_str).unwrap_or_default(),
+            &resource.selectable_fields,
+        )?,
+        limit,
+        continue_token: text("continue"),
+        resource_version: text("resourceVersion"),
+        resource_version_match: text("resourceVersionMatch"),
+    })
+}
+
+fn watch_plan(shared: &Shared, target: &Target, query: &BTreeMap<String, String>) -> Result<WatchPlan, ApiError> {
+    let options = list_options(&target.resource, query)?;
+    let send_initial_events = query.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let start = shared.read(|s| s.watch_start(&target.resource, target.namespace.as_deref(), &options, send_initial_events));
+    if let Err(error) = &start
+        && error.code != 410
+    {
+        return Err(error.clone());
+    }
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(DEFAULT_WATCH_TIMEOUT, Duration::from_secs);
+    Ok(WatchPlan {
+        resource: target.resource.clone(),
+        version: target.version.clone(),
+        namespace: target.namespace.clone(),
+        labels: options.labels,
+        fields: options.fields,
+        start,
+        bookmarks: query.get("allowWatchBookmarks").is_some_and(|v| v == "true"),
+        initial_events_end: send_initial_events,
+        timeout,
+    })
+}
+
+/// `DeleteOptions` from the body (as kube and kubectl send them) or the query.
+fn delete_options(query: &BTreeMap<String, String>, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let body: Value = if body.is_empty() { json!({}) } else { parse_json(body)? };
+    let text = |value: Option<&Value>| value.and_then(Value::as_str).map(str::to_string);
+    let policy = text(body.get("propagationPolicy")).or_else(|| query.get("propagationPolicy").cloned());
+    let propagation = match policy.as_deref() {
+        Some("Orphan") => Some(Propagation::Orphan),
+        Some("Background") => Some(Propagation::Background),
+        Some("Foreground") => Some(Propagation::Foreground),
+        Some(other) => return Err(ApiError::bad_request(format!("propagationPolicy: Unsupported value: \"{other}\""))),
+        None => match body.get("orphanDependents").and_then(Value::as_bool) {
+            Some(true) => Some(Propagation::Orphan),
+            Some(false) => Some(Propagation::Background),
+            None => None,
+        },
+    };
+    Ok(DeleteOptions {
+        propagation,
+        precondition_uid: text(body.pointer("/preconditions/uid")),
+        precondition_resource_version: text(body.pointer("/preconditions/resourceVersion")),
+    })
+}
+
+fn version() -> Value {
+    json!({
+        "major": "1",
+        "minor": "33",
+        "emulationMajor": "1",
+        "emulationMinor": "33",
+        "minCompatibilityMajor": "1",
+        "minCompatibilityMinor": "32",
+        "gitVersion": GIT_VERSION,
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2025-04-23T00:00:00Z",
+        "goVersion": "go1.24.2",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    })
+}

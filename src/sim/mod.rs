@@ -1,0 +1,247 @@
+//! The simulated cluster: a Kubernetes API server in-process, faithful enough that the operator reaches it through
+//! `kube::Client` and `kube::runtime::watcher` exactly as it reaches a real cluster (`../shared/DESIGN.md`, "The
+//! simulated cluster").
+//!
+//! Two transports serve the same server: [`Sim::service`] is a `tower::Service` that `kube::Client::new` accepts
+//! (one process holds both sides, and tokio's paused time drives both), and [`Sim::serve`] speaks plain HTTP/1.1
+//! on a TCP listener (`kuberay sim serve`, for kubectl and for an operator in another process).
+//!
+//! # What it does as the API server does
+//! - One global resourceVersion counter; every write takes the next number. `uid`, `creationTimestamp`,
+//!   `generation` (bumped on changes outside metadata, and outside status where the kind has a status subresource;
+//!   kept only by the kinds whose strategy keeps it), `generateName` (five characters of the API server's alphabet).
+//!   An update that changes nothing writes nothing and keeps the resourceVersion.
+//! - Discovery (`/api`, `/apis`, `/api/v1`, `/apis/GROUP[/VERSION]`, `/version`), the built-in kinds listed in
+//!   [`resources`], and every custom resource of a created CRD at each served version, cluster-scoped or
+//!   namespaced, with `/status` when a served version declares it.
+//! - list with label selectors (`=`, `==`, `!=`, `in`, `notin`, `key`, `!key`, `>`, `<`), field selectors
+//!   (`metadata.name`, `metadata.namespace`, the fields each built-in kind supports, a CRD's `selectableFields`),
+//!   `limit`/`continue`; built-in lists omit `apiVersion`/`kind` on items, custom resource lists keep them.
+//! - watch from a resourceVersion (events after it), without one or from `0` (synthetic ADDED for the current
+//!   state first), `sendInitialEvents` (ending with the `k8s.io/initial-events-end` BOOKMARK), BOOKMARKs every
+//!   [`SimConfig::bookmark_interval`] with `allowWatchBookmarks`, `timeoutSeconds`. An object that starts or stops
+//!   matching a filtered watch arrives as ADDED or DELETED. A resourceVersion older than the history a resource
+//!   keeps is answered, as the API server answers it, with HTTP 200 and an ERROR event holding a `410 Expired`
+//!   Status — also in the middle of a watch whose reader fell that far behind.
+//! - create (409 AlreadyExists; 404 when the namespace does not exist; 403 while it terminates), update (409
+//!   Conflict on a stale resourceVersion or uid; no create on update), the status subresource (`/status` changes
+//!   only status; the main endpoint keeps the stored status, and a create starts from the kind's initial status),
+//!   delete (with preconditions; `deletionTimestamp` while finalizers remain; the update that removes the last
+//!   finalizer is the deletion; no new finalizers on an object being deleted), deletecollection.
+//! - patches: JSON merge patch, JSON patch (a failed `test` is 422), strategic merge patch for built-in kinds (415
+//!   for custom resources, as for real), server-side apply (see below).
+//! - Garbage collection by ownerReferences (by uid, within the dependent's namespace or cluster-scoped): background
+//!   (dependents deleted when their last owner is gone; dangling references dropped while another owner lives),
+//!   foreground (`foregroundDeletion` finalizer, dependents deleted in the foreground, the owner removed once no
+//!   dependent with `blockOwnerDeletion` is left), orphan (references removed). `batch/v1` Jobs orphan by default,
+//!   as the API server keeps for compatibility. An object whose owners do not exist is collected.
+//! - Namespaces (`default`, `kube-system`, `kube-public`, `kube-node-lease` from the start, with the `kubernetes`
+//!   Service at 10.96.0.1) terminate by deleting their contents, held by `spec.finalizers: [kubernetes]` until
+//!   empty. CRDs get the `customresourcecleanup.apiextensions.k8s.io` finalizer, are established at once, and on
+//!   deletion remove their custom resources before they go.
+//! - Errors are `Status` objects with the real codes, reasons, messages and details.
+//!
+//! # Approximations
+//! - Every write, and everything the garbage collector and the namespace and CRD controllers do in response, happens
+//!   at once under one lock, with consecutive resourceVersions; in a real cluster the controllers act a moment
+//!   later. Pods are deleted at once (there is no kubelet yet to honour a grace period).
+//! - The watch history is bounded per resource ([`SimConfig::history_per_resource`] changes), like the watch
+//!   cache; there is no etcd compaction beyond it. A list with `resourceVersionMatch=Exact` is served only when
+//!   nothing in the resource changed since; otherwise it is 410. Continue pages show the current state under the
+//!   first page's resourceVersion (the watch that follows catches up).
+//! - Server-side apply is a pragmatic approximation of structured-merge-diff ([`patch::apply`]): applied fields merge
+//!   with the strategic merge rules; only Apply managers own fields (creates, updates and patches record no
+//!   managedFields entries); conflicts arise between Apply managers only.
+//! - Strategic merge patch knows the merge keys of the fields the operator writes (containers, env, ports, volumes,
+//!   volumeMounts, conditions, ownerReferences, finalizers …); any other list is replaced.
+//! - Defaults are a subset ([`defaults`]): Services (type, ClusterIP, ports, node ports), Jobs (selector and labels,
+//!   completions, parallelism, backoffLimit), Pods (restart and DNS policy, scheduler, image pull policy,
+//!   termination message), Namespaces (the `kubernetes.io/metadata.name` label). No admission: no ServiceAccount
+//!   or token injection, no quota, no RBAC (every request is allowed).
+//! - Core Events and `events.k8s.io` Events are stored apart (the real server converts between them) and never
+//!   expire. Custom resources served at several versions are stored once without conversion (as the `None`
+//!   strategy does). Custom resources are not validated against the CRD's schema yet. `dryRun` is refused.
+//! - No protobuf, no Table output, no OpenAPI, no aggregated discovery: clients fall back to JSON documents.
+
+mod clock;
+pub mod defaults;
+pub mod error;
+mod http;
+pub mod patch;
+pub mod resources;
+mod rng;
+pub mod selector;
+pub mod store;
+mod watch;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
+pub use clock::{Clock, TokioClock, WallClock};
+pub use http::SimBody;
+use store::Store;
+
+/// How a simulated cluster behaves.
+#[derive(Clone)]
+pub struct SimConfig {
+    /// Seeds uids and generated names: the same seed and the same requests name everything the same way.
+    pub seed: u64,
+    /// How many changes each resource keeps for watches; a watch from further back gets `410 Gone`.
+    pub history_per_resource: usize,
+    /// How often a watch that asked for them gets a BOOKMARK.
+    pub bookmark_interval: Duration,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 0,
+            history_per_resource: 1000,
+            bookmark_interval: Duration::from_secs(60),
+            clock: clock::wall(),
+        }
+    }
+}
+
+/// The state behind both transports.
+pub(crate) struct Shared {
+    store: Mutex<Store>,
+    /// The latest resourceVersion, for watches to wake on.
+    changed: tokio::sync::watch::Sender<u64>,
+    bookmark_interval: Duration,
+}
+
+impl Shared {
+    fn read<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
+        f(&self.store.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn write<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        let (result, resource_version) = {
+            let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+            let result = f(&mut store);
+            (result, store.resource_version())
+        };
+        self.changed.send_if_modified(|latest| {
+            let moved = *latest != resource_version;
+            *latest = resource_version;
+            moved
+        });
+        result
+    }
+
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+/// A simulated cluster. Cloning shares it.
+#[derive(Clone)]
+pub struct Sim {
+    shared: Arc<Shared>,
+}
+
+impl Sim {
+    pub fn new(config: SimConfig) -> Sim {
+        let store = Store::new(config.seed, config.clock, config.history_per_resource);
+        let (changed, _) = tokio::sync::watch::channel(store.resource_version());
+        Sim { shared: Arc::new(Shared { store: Mutex::new(store), changed, bookmark_interval: config.bookmark_interval }) }
+    }
+
+    /// The in-process transport.
+    pub fn service(&self) -> SimService {
+        SimService { shared: self.shared.clone() }
+    }
+
+    /// A client on the in-process transport, in namespace `default`. Needs a tokio runtime.
+    pub fn client(&self) -> kube::Client {
+        kube::Client::new(self.service(), "default")
+    }
+
+    /// The resourceVersion of the latest write.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.read(Store::resource_version)
+    }
+
+    /// Serves the API over HTTP/1.1 on `listener` until the task is dropped.
+    pub async fn serve(&self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let service = hyper_util::service::TowerToHyperService::new(self.service());
+            tokio::spawn(async move {
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                // A client that goes away mid-request is no failure of the server.
+                let _ = connection.await;
+            });
+        }
+    }
+}
+
+/// The simulated API server as a `tower::Service`: what `kube::Client::new` takes.
+#[derive(Clone)]
+pub struct SimService {
+    shared: Arc<Shared>,
+}
+
+impl<B> tower::Service<::http::Request<B>> for SimService
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::fmt::Display,
+{
+    type Response = ::http::Response<SimBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: ::http::Request<B>) -> Self::Future {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let body: Bytes = match body.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) => {
+                    let error = error::ApiError::bad_request(format!("reading the request body: {e}"));
+                    return Ok(http::json_response(::http::StatusCode::BAD_REQUEST, &error.status()));
+                }
+            };
+            Ok(http::handle(shared, parts, body).await)
+        })
+    }
+}
+
+/// A kubeconfig whose current context reaches a simulated cluster at `server` (`http://127.0.0.1:PORT`).
+pub fn kubeconfig(server: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: kuberay-sim
+  cluster:
+    server: {server}
+contexts:
+- name: kuberay-sim
+  context:
+    cluster: kuberay-sim
+    user: kuberay-sim
+    namespace: default
+current-context: kuberay-sim
+users:
+- name: kuberay-sim
+  user: {{}}
+preferences: {{}}
+"
+    )
+}
