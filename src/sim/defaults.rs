@@ -207,7 +207,8 @@ fn pod_spec_defaults(spec: &mut Value) {
         for container in spec.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
             let image = container.get("image").and_then(Value::as_str).unwrap_or_default();
             let tag = image.rsplit('/').next().and_then(|last| last.split_once(':')).map(|(_, tag)| tag);
-            let policy = if tag.is_none_or(|t| t == "latest") && !image.contains('@') { "Always" } else { "IfNotPresent" };
+            let policy =
+                if tag.is_none_or(|t| t == "latest") && !image.contains('@') { "Always" } else { "IfNotPresent" };
             set_default(container, "imagePullPolicy", json!(policy));
             set_default(container, "terminationMessagePath", json!("/dev/termination-log"));
             set_default(container, "terminationMessagePolicy", json!("File"));
@@ -229,9 +230,9 @@ fn qos_class(pod: &Value) -> &'static str {
         .collect();
     let amount = |c: &Value, kind: &str, resource: &str| c.pointer(&format!("/resources/{kind}/{resource}")).cloned();
     let asks_nothing = containers.iter().all(|c| {
-        ["requests", "limits"].iter().all(|kind| {
-            c.pointer(&format!("/resources/{kind}")).and_then(Value::as_object).is_none_or(Map::is_empty)
-        })
+        ["requests", "limits"]
+            .iter()
+            .all(|kind| c.pointer(&format!("/resources/{kind}")).and_then(Value::as_object).is_none_or(Map::is_empty))
     });
     if asks_nothing {
         return "BestEffort";
@@ -354,12 +355,15 @@ fn crd_check(object: &Value) -> Result<(), Vec<Cause>> {
             format!("\"{name}\": must be spec.names.plural+\".\"+spec.group"),
         ));
     }
-    let storage = object
-        .pointer("/spec/versions")
-        .and_then(Value::as_array)
-        .map_or(0, |versions| versions.iter().filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true)).count());
+    let storage = object.pointer("/spec/versions").and_then(Value::as_array).map_or(0, |versions| {
+        versions.iter().filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true)).count()
+    });
     if storage != 1 {
-        causes.push(Cause::new("spec.versions", CauseReason::Invalid, "must have exactly one version marked as storage version"));
+        causes.push(Cause::new(
+            "spec.versions",
+            CauseReason::Invalid,
+            "must have exactly one version marked as storage version",
+        ));
     }
     if causes.is_empty() { Ok(()) } else { Err(causes) }
 }

@@ -93,8 +93,12 @@ impl ApiError {
 
     /// `Operation cannot be fulfilled on pods "x": <why>`.
     pub fn conflict(resource: GroupResource, name: &str, why: &str) -> ApiError {
-        ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{name}\": {why}", resource.qualified()))
-            .with_details(resource.details(name))
+        ApiError::new(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {} \"{name}\": {why}", resource.qualified()),
+        )
+        .with_details(resource.details(name))
     }
 
     pub fn stale_resource_version(resource: GroupResource, name: &str) -> ApiError {
@@ -164,7 +168,11 @@ impl ApiError {
     }
 
     pub fn method_not_allowed(method: &str) -> ApiError {
-        ApiError::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource ({method})"))
+        ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource ({method})"),
+        )
     }
 
     pub fn method_not_allowed_because(message: &str) -> ApiError {

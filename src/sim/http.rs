@@ -17,7 +17,7 @@ use super::Shared;
 use super::error::ApiError;
 use super::resources::ResourceType;
 use super::selector::{FieldSelector, LabelSelector};
-use super::store::{DeleteOptions, Deleted, ListOptions, PatchKind, Propagation, Subresource};
+use super::store::{DeleteOptions, Deleted, ListOptions, PatchKind, PatchRequest, Propagation, Subresource};
 use super::watch::{self, WatchPlan, present};
 
 /// The body of every answer: a whole JSON document, or a watch stream.
@@ -50,7 +50,10 @@ pub async fn handle(shared: Arc<Shared>, parts: http::request::Parts, body: Byte
             response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
             response
         }
-        Err(error) => json_response(StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &error.status()),
+        Err(error) => json_response(
+            StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &error.status(),
+        ),
     }
 }
 
@@ -135,12 +138,9 @@ fn target(shared: &Shared, group: &str, version: &str, rest: &[&str]) -> Result<
         [plural, name, subresource] => (*plural, Some(*name), Some(*subresource)),
         _ => return Err(ApiError::no_such_path()),
     };
-    let resource = shared.read(|s| s.registry().find(group, version, plural).cloned()).ok_or_else(ApiError::no_such_path)?;
-    let misplaced = match (resource.namespaced, namespace, name) {
-        (false, Some(_), _) => true,
-        (true, None, Some(_)) => true,
-        _ => false,
-    };
+    let resource =
+        shared.read(|s| s.registry().find(group, version, plural).cloned()).ok_or_else(ApiError::no_such_path)?;
+    let misplaced = matches!((resource.namespaced, namespace, name), (false, Some(_), _) | (true, None, Some(_)));
     let subresource = match subresource {
         None => Subresource::Main,
         Some("status") if resource.status_subresource => Subresource::Status,
@@ -171,7 +171,9 @@ fn resource_request(
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let media_type = content_type.split(';').next().unwrap_or_default().trim();
     // Only JSON is spoken: clients that try protobuf first (kubectl) fall back to JSON on 415.
-    if matches!(parts.method, Method::POST | Method::PUT) && !body.is_empty() && !media_type.is_empty()
+    if matches!(parts.method, Method::POST | Method::PUT)
+        && !body.is_empty()
+        && !media_type.is_empty()
         && media_type != "application/json"
     {
         return Err(ApiError::unsupported_media_type(media_type, &["application/json", "application/yaml"]));
@@ -229,9 +231,8 @@ fn resource_request(
             };
             let patch = if matches!(kind, PatchKind::Apply { .. }) { parse_yaml(body)? } else { parse_json(body)? };
             let manager = query.get("fieldManager").map(String::as_str);
-            let (object, created) = shared.write(|s| {
-                s.patch(resource, namespace, name, kind, &patch, target.subresource, manager)
-            })?;
+            let request = PatchRequest { kind, body: &patch, subresource: target.subresource, field_manager: manager };
+            let (object, created) = shared.write(|s| s.patch(resource, namespace, name, &request))?;
             let status = if created { StatusCode::CREATED } else { StatusCode::OK };
             Ok(Reply::Json(status, present(resource, &target.version, &object)))
         }
@@ -305,7 +306,9 @@ fn parse_yaml(body: &[u8]) -> Result<Value, ApiError> {
 fn list_options(resource: &ResourceType, query: &BTreeMap<String, String>) -> Result<ListOptions, ApiError> {
     let text = |key: &str| query.get(key).filter(|v| !v.is_empty()).cloned();
     let limit = match query.get("limit").filter(|v| !v.is_empty()) {
-        Some(limit) => Some(limit.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit: {limit}")))?),
+        Some(limit) => {
+            Some(limit.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit: {limit}")))?)
+        }
         None => None,
     };
     Ok(ListOptions {
@@ -324,7 +327,8 @@ fn list_options(resource: &ResourceType, query: &BTreeMap<String, String>) -> Re
 fn watch_plan(shared: &Shared, target: &Target, query: &BTreeMap<String, String>) -> Result<WatchPlan, ApiError> {
     let options = list_options(&target.resource, query)?;
     let send_initial_events = query.get("sendInitialEvents").is_some_and(|v| v == "true");
-    let start = shared.read(|s| s.watch_start(&target.resource, target.namespace.as_deref(), &options, send_initial_events));
+    let start =
+        shared.read(|s| s.watch_start(&target.resource, target.namespace.as_deref(), &options, send_initial_events));
     if let Err(error) = &start
         && error.code != 410
     {

@@ -153,7 +153,9 @@ impl Sim {
     pub fn new(config: SimConfig) -> Sim {
         let store = Store::new(config.seed, config.clock, config.history_per_resource);
         let (changed, _) = tokio::sync::watch::channel(store.resource_version());
-        Sim { shared: Arc::new(Shared { store: Mutex::new(store), changed, bookmark_interval: config.bookmark_interval }) }
+        Sim {
+            shared: Arc::new(Shared { store: Mutex::new(store), changed, bookmark_interval: config.bookmark_interval }),
+        }
     }
 
     /// The in-process transport.

@@ -18,7 +18,12 @@ enum ListStrategy {
 
 fn list_strategy(field: &str, items: &[Value]) -> ListStrategy {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets"
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
         | "resourceClaims" => ListStrategy::Keyed("name"),
         "volumeMounts" => ListStrategy::Keyed("mountPath"),
         "volumeDevices" => ListStrategy::Keyed("devicePath"),
@@ -265,7 +270,8 @@ fn remove_at(object: &mut Value, path: &[String]) {
             node.get_mut(field)
         } else if let Some(key) = step.strip_prefix("k:") {
             let key: Map<String, Value> = serde_json::from_str(key).unwrap_or_default();
-            node.as_array_mut().and_then(|items| items.iter_mut().find(|i| key.iter().all(|(k, v)| i.get(k) == Some(v))))
+            node.as_array_mut()
+                .and_then(|items| items.iter_mut().find(|i| key.iter().all(|(k, v)| i.get(k) == Some(v))))
         } else {
             None
         };
@@ -366,7 +372,8 @@ pub fn apply(current: &Value, applied: &Value, request: &ApplyRequest) -> Result
     }
     merge_into(&mut merged, &applied_body, "");
 
-    entries.retain(|e| manager_of(e) != request.manager && leaves(e.get("fieldsV1").unwrap_or(&Value::Null)).len() > 0);
+    entries
+        .retain(|e| manager_of(e) != request.manager && !leaves(e.get("fieldsV1").unwrap_or(&Value::Null)).is_empty());
     entries.push(json!({
         "manager": request.manager,
         "operation": "Apply",
@@ -470,8 +477,11 @@ mod tests {
 
     #[test]
     fn apply_removes_what_the_manager_no_longer_applies() {
-        let first = apply(&json!({}), &json!({"metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}}), &request("op", false)).unwrap();
-        let second = apply(&first, &json!({"metadata": {"name": "c"}, "data": {"a": "1"}}), &request("op", false)).unwrap();
+        let first =
+            apply(&json!({}), &json!({"metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}}), &request("op", false))
+                .unwrap();
+        let second =
+            apply(&first, &json!({"metadata": {"name": "c"}, "data": {"a": "1"}}), &request("op", false)).unwrap();
         assert_eq!(second["data"], json!({"a": "1"}));
     }
 
@@ -492,7 +502,12 @@ mod tests {
         assert!(same_value.is_ok());
         let forced = apply(&first, &json!({"spec": {"replicas": 2}}), &request("bob", true)).unwrap();
         assert_eq!(forced["spec"]["replicas"], 2);
-        let managers: Vec<&str> = forced["metadata"]["managedFields"].as_array().unwrap().iter().map(|e| e["manager"].as_str().unwrap()).collect();
+        let managers: Vec<&str> = forced["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["manager"].as_str().unwrap())
+            .collect();
         assert_eq!(managers, ["bob"], "alice lost her only field");
     }
 

@@ -181,7 +181,11 @@ const EVENT_FIELDS: &[&str] = &[
 /// The built-in kinds, in the order discovery lists their groups. Flags follow each kind's registry strategy in
 /// Kubernetes 1.33 (status subresource, generation, what a delete answers, the default propagation).
 const BUILTINS: &[Builtin] = &[
-    Builtin::cluster("", "v1", "namespaces", "Namespace").status().returns_object().short(&["ns"]).fields(&["status.phase"]),
+    Builtin::cluster("", "v1", "namespaces", "Namespace")
+        .status()
+        .returns_object()
+        .short(&["ns"])
+        .fields(&["status.phase"]),
     Builtin::namespaced("", "v1", "pods", "Pod").workload().returns_object().in_all().short(&["po"]).fields(POD_FIELDS),
     Builtin::namespaced("", "v1", "services", "Service").status().returns_object().in_all().short(&["svc"]),
     Builtin::namespaced("", "v1", "endpoints", "Endpoints").short(&["ep"]),
@@ -211,7 +215,9 @@ const BUILTINS: &[Builtin] = &[
     Builtin::namespaced("events.k8s.io", "v1", "events", "Event").short(&["ev"]),
     Builtin::namespaced("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
     Builtin::namespaced("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget").workload().short(&["pdb"]),
-    Builtin::namespaced("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler").status().short(&["hpa"]),
+    Builtin::namespaced("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
+        .status()
+        .short(&["hpa"]),
     Builtin::cluster("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass").short(&["pc"]),
     Builtin::cluster("storage.k8s.io", "v1", "storageclasses", "StorageClass").returns_object().short(&["sc"]),
     Builtin::cluster("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition")
@@ -261,7 +267,9 @@ impl Registry {
 
     /// The resource served at `GROUP/VERSION/PLURAL`.
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceType> {
-        self.types.get(&ResourceId { group: group.to_string(), plural: plural.to_string() }).filter(|t| t.serves(version))
+        self.types
+            .get(&ResourceId { group: group.to_string(), plural: plural.to_string() })
+            .filter(|t| t.serves(version))
     }
 
     pub fn types(&self) -> impl Iterator<Item = &ResourceType> {
@@ -365,7 +373,9 @@ impl Registry {
             return None;
         }
         let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-        Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
+        Some(
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
+        )
     }
 }
 
@@ -466,7 +476,8 @@ mod tests {
         assert_eq!(widget.versions, ["v1", "v1alpha1"]);
         assert!(widget.status_subresource && widget.namespaced && widget.custom && widget.generation);
         assert_eq!(widget.short_names, ["wd"]);
-        let cluster = resource_of_crd(&crd("Cluster", json!([{"name": "v1", "served": true, "storage": true}]))).unwrap();
+        let cluster =
+            resource_of_crd(&crd("Cluster", json!([{"name": "v1", "served": true, "storage": true}]))).unwrap();
         assert!(!cluster.namespaced && !cluster.status_subresource);
     }
 
@@ -475,7 +486,8 @@ mod tests {
         let mut registry = Registry::default();
         registry.register_crd(&crd("Namespaced", json!([{"name": "v1", "served": true, "storage": true}])));
         let groups = registry.group_list();
-        let names: Vec<&str> = groups["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> =
+            groups["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
         assert_eq!(names.first(), Some(&"apps"));
         assert_eq!(names.last(), Some(&"example.com"));
         let core = registry.resource_list("", "v1").unwrap();

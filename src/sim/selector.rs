@@ -34,7 +34,9 @@ impl Requirement {
             (Operator::NotEquals(unwanted), value) => value != Some(unwanted.as_str()),
             (Operator::In(set), value) => value.is_some_and(|v| set.contains(v)),
             (Operator::NotIn(set), value) => value.is_none_or(|v| !set.contains(v)),
-            (Operator::GreaterThan(bound), value) => value.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v > *bound),
+            (Operator::GreaterThan(bound), value) => {
+                value.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v > *bound)
+            }
             (Operator::LessThan(bound), value) => value.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v < *bound),
         }
     }
@@ -106,9 +108,19 @@ fn parse_requirement(term: &str) -> Result<Requirement, String> {
     } else if let Some(value) = rest.strip_prefix("==").or_else(|| rest.strip_prefix('=')) {
         Operator::Equals(check_value(value)?)
     } else if let Some(value) = rest.strip_prefix('>') {
-        Operator::GreaterThan(value.trim().parse().map_err(|_| format!("{term}: for 'gt', 'lt' operators, the value must be an integer"))?)
+        Operator::GreaterThan(
+            value
+                .trim()
+                .parse()
+                .map_err(|_| format!("{term}: for 'gt', 'lt' operators, the value must be an integer"))?,
+        )
     } else if let Some(value) = rest.strip_prefix('<') {
-        Operator::LessThan(value.trim().parse().map_err(|_| format!("{term}: for 'gt', 'lt' operators, the value must be an integer"))?)
+        Operator::LessThan(
+            value
+                .trim()
+                .parse()
+                .map_err(|_| format!("{term}: for 'gt', 'lt' operators, the value must be an integer"))?,
+        )
     } else if let Some(set) = rest.strip_prefix("notin") {
         Operator::NotIn(parse_set(set, term)?)
     } else if let Some(set) = rest.strip_prefix("in") {
@@ -181,11 +193,6 @@ impl FieldSelector {
 
     pub fn matches(&self, object: &Value) -> bool {
         self.requirements.iter().all(|r| (field_value(object, &r.field) == r.value) == r.equal)
-    }
-
-    /// The one name this selector asks for (`metadata.name=x`), which a list can look up directly.
-    pub fn exact_name(&self) -> Option<&str> {
-        self.requirements.iter().find(|r| r.equal && r.field == "metadata.name").map(|r| r.value.as_str())
     }
 }
 
@@ -265,11 +272,5 @@ mod tests {
     fn unsupported_fields_are_rejected() {
         let error = FieldSelector::parse("spec.replicas=3", &[]).unwrap_err();
         assert_eq!((error.code, error.message.as_str()), (400, "field label not supported: spec.replicas"));
-    }
-
-    #[test]
-    fn an_exact_name_is_found() {
-        let selector = FieldSelector::parse("metadata.namespace=a,metadata.name=b", &[]).unwrap();
-        assert_eq!(selector.exact_name(), Some("b"));
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::clock::{Clock, format_time};
 use super::defaults::{self, Allocator, CRD_CLEANUP_FINALIZER};
-use super::error::{ApiError, Cause, CauseReason};
+use super::error::{ApiError, Cause, CauseReason, GroupResource};
 use super::patch::{self, ApplyRequest};
 use super::resources::{CRD_GROUP, CRD_PLURAL, Registry, ResourceId, ResourceType};
 use super::rng::Rng;
@@ -113,6 +113,15 @@ pub enum PatchKind {
     Apply { force: bool },
 }
 
+/// What a PATCH request carries besides its target.
+#[derive(Clone, Copy, Debug)]
+pub struct PatchRequest<'a> {
+    pub kind: PatchKind,
+    pub body: &'a Value,
+    pub subresource: Subresource,
+    pub field_manager: Option<&'a str>,
+}
+
 /// Where a watch starts.
 #[derive(Clone, Debug)]
 pub struct WatchStart {
@@ -124,9 +133,14 @@ pub struct WatchStart {
 /// What a watch finds when it looks again.
 #[derive(Clone, Debug)]
 pub enum WatchPoll {
-    Changes { changes: Vec<Change>, cursor: u64 },
+    Changes {
+        changes: Vec<Change>,
+        cursor: u64,
+    },
     /// The history no longer reaches back to the cursor: `410 Gone`, with the oldest resourceVersion left.
-    Expired { oldest: u64 },
+    Expired {
+        oldest: u64,
+    },
     /// The resource is no longer served (its CRD was deleted).
     Closed,
 }
@@ -230,8 +244,10 @@ impl Store {
     }
 
     fn bootstrap(&mut self) {
-        let namespaces = self.builtin("", "namespaces");
-        let services = self.builtin("", "services");
+        let builtin = |group: &str, plural: &str| {
+            self.registry.get(&ResourceId { group: group.to_string(), plural: plural.to_string() }).cloned()
+        };
+        let (Some(namespaces), Some(services)) = (builtin("", "namespaces"), builtin("", "services")) else { return };
         let mut created = Vec::new();
         for name in INITIAL_NAMESPACES {
             created.push(self.create(&namespaces, None, json!({"metadata": {"name": name}})));
@@ -242,26 +258,6 @@ impl Store {
         });
         created.push(self.create(&services, Some("default"), kubernetes));
         debug_assert!(created.iter().all(Result::is_ok), "{created:?}");
-    }
-
-    fn builtin(&self, group: &str, plural: &str) -> ResourceType {
-        let id = ResourceId { group: group.to_string(), plural: plural.to_string() };
-        self.registry.get(&id).cloned().unwrap_or_else(|| ResourceType {
-            group: group.to_string(),
-            versions: vec!["v1".to_string()],
-            plural: plural.to_string(),
-            singular: String::new(),
-            kind: String::new(),
-            namespaced: false,
-            status_subresource: false,
-            generation: false,
-            short_names: Vec::new(),
-            categories: Vec::new(),
-            selectable_fields: Vec::new(),
-            custom: false,
-            delete_returns_object: false,
-            orphans_by_default: false,
-        })
     }
 
     pub fn resource_version(&self) -> u64 {
@@ -398,19 +394,14 @@ impl Store {
             }
         }
         if !key.namespace.is_empty() {
-            let namespace = ObjectKey {
-                resource: ResourceId { group: String::new(), plural: "namespaces".to_string() },
-                namespace: String::new(),
-                name: key.namespace.clone(),
-            };
-            self.try_finish(&namespace);
+            self.try_finish(&namespace_key(&key.namespace));
         }
         if let Some(crd) = self.crd_key_of(&key.resource) {
             self.try_finish(&crd);
         }
         if key.resource.group == CRD_GROUP
             && key.resource.plural == CRD_PLURAL
-            && let Some(resource) = defaults_resource_of(removed)
+            && let Some(resource) = crd_resource_id(removed)
         {
             self.registry.unregister(&resource);
             if self.registry.get(&resource).is_none() {
@@ -431,9 +422,12 @@ impl Store {
 
     /// An owner that exists and is not waiting for its dependents keeps a dependent alive.
     fn is_solid_owner(&self, uid: &str, dependent: &ObjectKey) -> bool {
-        self.uids.get(uid).filter(|owner| owner.namespace.is_empty() || owner.namespace == dependent.namespace).is_some_and(
-            |owner| self.object(owner).is_some_and(|o| !finalizers(&o).iter().any(|f| f == FOREGROUND_FINALIZER)),
-        )
+        self.uids
+            .get(uid)
+            .filter(|owner| owner.namespace.is_empty() || owner.namespace == dependent.namespace)
+            .is_some_and(|owner| {
+                self.object(owner).is_some_and(|o| !finalizers(&o).iter().any(|f| f == FOREGROUND_FINALIZER))
+            })
     }
 
     /// What the garbage collector does with a dependent whose owner went away (or waits for it): delete it when no
@@ -492,13 +486,17 @@ impl Store {
     }
 
     fn instances(&self, crd: &Value) -> Vec<ObjectKey> {
-        let Some(resource) = defaults_resource_of(crd) else { return Vec::new() };
+        let Some(resource) = crd_resource_id(crd) else { return Vec::new() };
         self.tables
             .get(&resource)
             .map(|t| {
                 t.objects
                     .keys()
-                    .map(|(ns, name)| ObjectKey { resource: resource.clone(), namespace: ns.clone(), name: name.clone() })
+                    .map(|(ns, name)| ObjectKey {
+                        resource: resource.clone(),
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -584,11 +582,11 @@ impl Store {
                 .tables
                 .iter()
                 .flat_map(|(resource, table)| {
-                    table
-                        .objects
-                        .keys()
-                        .filter(|(ns, _)| *ns == key.name)
-                        .map(|(ns, name)| ObjectKey { resource: resource.clone(), namespace: ns.clone(), name: name.clone() })
+                    table.objects.keys().filter(|(ns, _)| *ns == key.name).map(|(ns, name)| ObjectKey {
+                        resource: resource.clone(),
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    })
                 })
                 .collect();
             for content in contents {
@@ -734,15 +732,14 @@ impl Store {
     }
 
     fn check_namespace_accepts(&self, resource: &ResourceType, namespace: &str, name: &str) -> Result<(), ApiError> {
-        let namespaces = self.builtin("", "namespaces");
-        match self.get(&namespaces, None, namespace) {
-            Err(_) => Err(ApiError::not_found(namespaces.group_resource(), namespace)),
-            Ok(ns) if is_deleting(&ns) => Err(ApiError::forbidden(
+        match self.object(&namespace_key(namespace)) {
+            None => Err(ApiError::not_found(GroupResource { group: "", resource: "namespaces" }, namespace)),
+            Some(ns) if is_deleting(&ns) => Err(ApiError::forbidden(
                 resource.group_resource(),
                 name,
                 &format!("unable to create new content in namespace {namespace} because it is being terminated"),
             )),
-            Ok(_) => Ok(()),
+            Some(_) => Ok(()),
         }
     }
 
@@ -788,7 +785,10 @@ impl Store {
         }
         let wanted_uid = uid_of(&body);
         if !wanted_uid.is_empty() && wanted_uid != uid_of(&current) {
-            let why = format!("Precondition failed: UID in precondition: {wanted_uid}, UID in object meta: {}", uid_of(&current));
+            let why = format!(
+                "Precondition failed: UID in precondition: {wanted_uid}, UID in object meta: {}",
+                uid_of(&current)
+            );
             return Err(ApiError::conflict(group_resource, name, &why));
         }
         let managed_fields = body.pointer("/metadata/managedFields").cloned();
@@ -821,9 +821,14 @@ impl Store {
             }
         };
         let metadata = next["metadata"].as_object_mut().ok_or_else(|| ApiError::bad_request("metadata"))?;
-        for server_set in
-            ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "managedFields"]
-        {
+        for server_set in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "managedFields",
+        ] {
             match current.pointer(&format!("/metadata/{server_set}")) {
                 Some(value) => metadata.insert(server_set.to_string(), value.clone()),
                 None => metadata.remove(server_set),
@@ -882,16 +887,15 @@ impl Store {
         self.index(key, previous.as_deref(), Some(&object));
     }
 
+    /// A PATCH; answers the object and whether it was created (server-side apply creates what does not exist).
     pub fn patch(
         &mut self,
         resource: &ResourceType,
         namespace: Option<&str>,
         name: &str,
-        kind: PatchKind,
-        body: &Value,
-        subresource: Subresource,
-        field_manager: Option<&str>,
+        request: &PatchRequest,
     ) -> Result<(Arc<Value>, bool), ApiError> {
+        let PatchRequest { kind, body, subresource, field_manager } = *request;
         let current = match self.get(resource, namespace, name) {
             Ok(current) => current,
             Err(missing) => {
@@ -912,7 +916,11 @@ impl Store {
                 if resource.custom {
                     return Err(ApiError::unsupported_media_type(
                         "application/strategic-merge-patch+json",
-                        &["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"],
+                        &[
+                            "application/json-patch+json",
+                            "application/merge-patch+json",
+                            "application/apply-patch+yaml",
+                        ],
                     ));
                 }
                 patch::strategic_merge(&mut patched, body);
@@ -972,7 +980,8 @@ impl Store {
         let current = self.get(resource, namespace, name)?;
         let group_resource = resource.group_resource();
         if let Some(uid) = options.precondition_uid.as_deref().filter(|uid| *uid != uid_of(&current)) {
-            let why = format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", uid_of(&current));
+            let why =
+                format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", uid_of(&current));
             return Err(ApiError::conflict(group_resource, name, &why));
         }
         let stored_version = meta_str(&current, "resourceVersion");
@@ -982,8 +991,7 @@ impl Store {
             );
             return Err(ApiError::conflict(group_resource, name, &why));
         }
-        let default =
-            if resource.orphans_by_default { Propagation::Orphan } else { Propagation::Background };
+        let default = if resource.orphans_by_default { Propagation::Orphan } else { Propagation::Background };
         let key = Self::key(resource, namespace, name);
         self.delete_key(&key, options.propagation.unwrap_or(default))
             .ok_or_else(|| ApiError::not_found(resource.group_resource(), name))
@@ -1057,7 +1065,10 @@ impl Store {
         {
             let changed_since = table.and_then(|t| t.history.back()).is_some_and(|c| c.resource_version > wanted);
             if wanted < oldest_watchable || changed_since {
-                return Err(ApiError::expired(format!("too old resource version: {wanted} ({})", self.resource_version)));
+                return Err(ApiError::expired(format!(
+                    "too old resource version: {wanted} ({})",
+                    self.resource_version
+                )));
             }
         }
         let mut items: Vec<Arc<Value>> = Vec::new();
@@ -1067,9 +1078,6 @@ impl Store {
         for object in self.matching(resource, namespace, options) {
             let key = (meta_str(object, "namespace").to_string(), meta_str(object, "name").to_string());
             if after.as_ref().is_some_and(|after| key <= *after) {
-                continue;
-            }
-            if options.fields.exact_name().is_some_and(|name| name != key.1) {
                 continue;
             }
             if limit.is_some_and(|l| items.len() >= l) {
@@ -1134,6 +1142,14 @@ impl Store {
     }
 }
 
+fn namespace_key(name: &str) -> ObjectKey {
+    ObjectKey {
+        resource: ResourceId { group: String::new(), plural: "namespaces".to_string() },
+        namespace: String::new(),
+        name: name.to_string(),
+    }
+}
+
 fn without(value: &Value, field: &str) -> Value {
     let mut copy = value.clone();
     if let Some(map) = copy.as_object_mut() {
@@ -1143,7 +1159,7 @@ fn without(value: &Value, field: &str) -> Value {
 }
 
 /// The resource a CRD object defines, by group and plural.
-fn defaults_resource_of(crd: &Value) -> Option<ResourceId> {
+fn crd_resource_id(crd: &Value) -> Option<ResourceId> {
     let group = crd.pointer("/spec/group").and_then(Value::as_str)?;
     let plural = crd.pointer("/spec/names/plural").and_then(Value::as_str)?;
     Some(ResourceId { group: group.to_string(), plural: plural.to_string() })
@@ -1151,7 +1167,8 @@ fn defaults_resource_of(crd: &Value) -> Option<ResourceId> {
 
 /// The continue token's shape follows the API server's: base64url of `{"v","rv","start"}`.
 fn encode_continue(resource_version: u64, after: &(String, String)) -> String {
-    let token = json!({"v": "meta.k8s.io/v1", "rv": resource_version, "start": format!("{}/{}\u{0}", after.0, after.1)});
+    let token =
+        json!({"v": "meta.k8s.io/v1", "rv": resource_version, "start": format!("{}/{}\u{0}", after.0, after.1)});
     BASE64URL_NOPAD.encode(token.to_string().as_bytes())
 }
 

@@ -98,7 +98,8 @@ impl Watch {
         loop {
             let id = self.plan.resource.id();
             let cursor = self.cursor;
-            let (poll, current) = self.shared.read(|store| (store.changes_since(&id, cursor), store.resource_version()));
+            let (poll, current) =
+                self.shared.read(|store| (store.changes_since(&id, cursor), store.resource_version()));
             match poll {
                 WatchPoll::Closed => return None,
                 WatchPoll::Expired { oldest } => {

@@ -1,0 +1,610 @@
+//! The simulated API server driven as the operator drives a cluster: through `kube::Client` and
+//! `kube::runtime::watcher`, over the in-process transport (and once over TCP and once through `kuberay sim serve`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a failing test should stop loudly
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::core::Status;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use kuberay::api::RayCluster;
+use kuberay::sim::{Sim, SimConfig};
+use rstest::rstest;
+use serde_json::{Value, json};
+
+fn config() -> SimConfig {
+    SimConfig { seed: 1, ..SimConfig::default() }
+}
+
+fn client() -> Client {
+    Sim::new(config()).client()
+}
+
+fn configmaps(client: &Client) -> Api<ConfigMap> {
+    Api::namespaced(client.clone(), "default")
+}
+
+fn configmap(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()},
+        "data": {"key": "value"},
+    }))
+    .unwrap()
+}
+
+fn held(mut object: ConfigMap) -> ConfigMap {
+    object.metadata.finalizers = Some(vec!["example.com/hold".to_string()]);
+    object
+}
+
+fn owned_by<K: Resource<DynamicType = ()>>(mut object: ConfigMap, owners: &[&K], block: bool) -> ConfigMap {
+    object.metadata.owner_references = Some(
+        owners
+            .iter()
+            .map(|owner| OwnerReference {
+                block_owner_deletion: Some(block),
+                ..owner.controller_owner_ref(&()).unwrap()
+            })
+            .collect(),
+    );
+    object
+}
+
+fn pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]},
+    }))
+    .unwrap()
+}
+
+fn names<K: Resource>(objects: &[K]) -> Vec<String> {
+    objects.iter().map(|o| o.meta().name.clone().unwrap_or_default()).collect()
+}
+
+/// The API error a call failed with.
+fn status<T: std::fmt::Debug>(result: kube::Result<T>) -> Status {
+    match result {
+        Err(kube::Error::Api(status)) => *status,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn resource_version<K: Resource>(object: &K) -> u64 {
+    object.meta().resource_version.as_deref().unwrap().parse().unwrap()
+}
+
+async fn exists(api: &Api<ConfigMap>, name: &str) -> bool {
+    api.get_opt(name).await.unwrap().is_some()
+}
+
+#[tokio::test]
+async fn a_new_cluster_has_the_four_namespaces_and_the_kubernetes_service() {
+    let client = client();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let list = namespaces.list(&ListParams::default()).await.unwrap();
+    assert_eq!(names(&list.items), ["default", "kube-node-lease", "kube-public", "kube-system"]);
+    let default = namespaces.get("default").await.unwrap();
+    assert_eq!(default.status.unwrap().phase.as_deref(), Some("Active"));
+    assert_eq!(default.metadata.labels.unwrap()["kubernetes.io/metadata.name"], "default");
+    let kubernetes = Api::<Service>::namespaced(client, "default").get("kubernetes").await.unwrap();
+    assert_eq!(kubernetes.spec.unwrap().cluster_ip.as_deref(), Some("10.96.0.1"));
+}
+
+#[tokio::test]
+async fn discovery_and_version_answer_as_kube_reads_them() {
+    let client = client();
+    assert_eq!(client.apiserver_version().await.unwrap().git_version, "v1.33.0");
+    let discovery = kube::discovery::Discovery::new(client).run().await.unwrap();
+    let batch = discovery.get("batch").unwrap();
+    let (job, capabilities) = batch.recommended_kind("Job").unwrap();
+    assert_eq!((job.plural.as_str(), job.api_version.as_str()), ("jobs", "batch/v1"));
+    assert!(capabilities.subresources.iter().any(|(sub, _)| sub.plural == "status"));
+    assert!(discovery.get("apiextensions.k8s.io").is_some());
+}
+
+#[tokio::test]
+async fn create_answers_409_for_a_name_taken_and_get_404_for_a_name_unknown() {
+    let api = configmaps(&client());
+    let created = api.create(&PostParams::default(), &configmap("a", &[])).await.unwrap();
+    assert_eq!(created.metadata.uid.as_ref().map(String::len), Some(36));
+    assert!(created.metadata.creation_timestamp.is_some());
+    let taken = status(api.create(&PostParams::default(), &configmap("a", &[])).await);
+    assert_eq!((taken.code, taken.reason.as_str()), (409, "AlreadyExists"));
+    assert_eq!(taken.message, "configmaps \"a\" already exists");
+    let missing = status(api.get("nope").await);
+    assert_eq!(
+        (missing.code, missing.reason.as_str(), missing.message.as_str()),
+        (404, "NotFound", "configmaps \"nope\" not found")
+    );
+}
+
+#[tokio::test]
+async fn an_update_from_a_stale_version_is_a_conflict_and_an_unchanged_one_writes_nothing() {
+    let api = configmaps(&client());
+    let created = api.create(&PostParams::default(), &configmap("a", &[])).await.unwrap();
+    let unchanged = api.replace("a", &PostParams::default(), &created).await.unwrap();
+    assert_eq!(resource_version(&unchanged), resource_version(&created));
+    let mut changed = created.clone();
+    changed.data = Some(BTreeMap::from([("key".to_string(), "new".to_string())]));
+    let updated = api.replace("a", &PostParams::default(), &changed).await.unwrap();
+    assert!(resource_version(&updated) > resource_version(&created));
+    let stale = status(api.replace("a", &PostParams::default(), &changed).await);
+    assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        stale.message,
+        "Operation cannot be fulfilled on configmaps \"a\": the object has been modified; please apply your changes \
+         to the latest version and try again"
+    );
+}
+
+#[tokio::test]
+async fn generated_names_follow_the_seed() {
+    let generated = |seed: u64| async move {
+        let api = configmaps(&Sim::new(SimConfig { seed, ..config() }).client());
+        let mut object = configmap("", &[]);
+        object.metadata.name = None;
+        object.metadata.generate_name = Some("gen-".to_string());
+        api.create(&PostParams::default(), &object).await.unwrap().name_any()
+    };
+    let name = generated(7).await;
+    assert_eq!(name, generated(7).await);
+    assert_ne!(name, generated(8).await);
+    let suffix = name.strip_prefix("gen-").unwrap();
+    assert_eq!(suffix.len(), 5);
+    assert!(suffix.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)), "{name}");
+}
+
+fn event_summary(event: &WatchEvent<ConfigMap>) -> String {
+    match event {
+        WatchEvent::Added(o) => format!("ADDED {}", o.name_any()),
+        WatchEvent::Modified(o) => format!("MODIFIED {}", o.name_any()),
+        WatchEvent::Deleted(o) => format!("DELETED {}", o.name_any()),
+        WatchEvent::Bookmark(b) => format!("BOOKMARK {}", b.metadata.resource_version),
+        WatchEvent::Error(e) => format!("ERROR {} {}", e.code, e.reason),
+    }
+}
+
+#[tokio::test]
+async fn a_watch_from_a_listed_version_sees_what_followed_and_resumes_from_any_event() {
+    let api = configmaps(&client());
+    let listed = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let mut object = api.create(&PostParams::default(), &configmap("a", &[])).await.unwrap();
+    object.data = Some(BTreeMap::from([("key".to_string(), "changed".to_string())]));
+    api.replace("a", &PostParams::default(), &object).await.unwrap();
+    api.delete("a", &DeleteParams::default()).await.unwrap();
+
+    let events: Vec<WatchEvent<ConfigMap>> =
+        api.watch(&WatchParams::default(), &listed).await.unwrap().take(3).try_collect().await.unwrap();
+    let summaries: Vec<String> = events.iter().map(event_summary).collect();
+    assert_eq!(summaries, ["ADDED a", "MODIFIED a", "DELETED a"]);
+
+    let WatchEvent::Modified(modified) = &events[1] else { unreachable!() };
+    let resumed = modified.resource_version().unwrap();
+    let rest: Vec<WatchEvent<ConfigMap>> =
+        api.watch(&WatchParams::default(), &resumed).await.unwrap().take(1).try_collect().await.unwrap();
+    assert_eq!(event_summary(&rest[0]), "DELETED a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn watches_get_bookmarks_at_the_latest_version() {
+    let sim = Sim::new(SimConfig { bookmark_interval: Duration::from_secs(5), ..config() });
+    let api = configmaps(&sim.client());
+    let from = sim.resource_version().to_string();
+    let other: Api<Namespace> = Api::all(sim.client());
+    other
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap())
+        .await
+        .unwrap();
+    let mut stream = api.watch(&WatchParams::default(), &from).await.unwrap().boxed();
+    let event = stream.try_next().await.unwrap().unwrap();
+    assert_eq!(event_summary(&event), format!("BOOKMARK {}", sim.resource_version()));
+}
+
+#[tokio::test]
+async fn initial_events_end_with_a_marked_bookmark() {
+    let api = configmaps(&client());
+    api.create(&PostParams::default(), &configmap("a", &[])).await.unwrap();
+    let events: Vec<WatchEvent<ConfigMap>> =
+        api.watch(&WatchParams::default().initial_events(), "").await.unwrap().take(2).try_collect().await.unwrap();
+    assert_eq!(event_summary(&events[0]), "ADDED a");
+    let WatchEvent::Bookmark(bookmark) = &events[1] else { panic!("{}", event_summary(&events[1])) };
+    assert_eq!(bookmark.metadata.annotations.get("k8s.io/initial-events-end").map(String::as_str), Some("true"));
+}
+
+#[tokio::test]
+async fn a_watch_that_falls_behind_the_history_gets_410() {
+    let sim = Sim::new(SimConfig { history_per_resource: 3, ..config() });
+    let api = configmaps(&sim.client());
+    let listed = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let mut stream = api.watch(&WatchParams::default(), &listed).await.unwrap().boxed();
+    for name in ["a", "b", "c", "d", "e"] {
+        api.create(&PostParams::default(), &configmap(name, &[])).await.unwrap();
+    }
+    let WatchEvent::Error(gone) = stream.try_next().await.unwrap().unwrap() else { panic!("expected 410") };
+    assert_eq!((gone.code, gone.reason.as_str()), (410, "Expired"));
+    assert!(gone.message.starts_with(&format!("too old resource version: {listed} (")), "{}", gone.message);
+    assert!(stream.try_next().await.unwrap().is_none(), "the watch ends after its ERROR");
+}
+
+#[tokio::test]
+async fn the_runtime_watcher_relists_after_410() {
+    let sim = Sim::new(SimConfig { history_per_resource: 3, ..config() });
+    let api = configmaps(&sim.client());
+    api.create(&PostParams::default(), &configmap("first", &[])).await.unwrap();
+    let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
+    let mut seen = Vec::new();
+    while let Some(event) = events.next().await {
+        match event.unwrap() {
+            watcher::Event::InitApply(object) => seen.push(object.name_any()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["first"]);
+    // Written while nobody reads: the watch the watcher opens next starts from a version the history lost.
+    for name in ["a", "b", "c", "d", "e"] {
+        api.create(&PostParams::default(), &configmap(name, &[])).await.unwrap();
+    }
+    let error = events.next().await.unwrap().unwrap_err();
+    assert!(matches!(&error, watcher::Error::WatchError(status) if status.code == 410), "{error:?}");
+    let mut relisted = Vec::new();
+    while let Some(event) = events.next().await {
+        match event.unwrap() {
+            watcher::Event::InitApply(object) => relisted.push(object.name_any()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(relisted, ["a", "b", "c", "d", "e", "first"]);
+}
+
+#[rstest]
+#[case::equals("app=ray", "", &["head", "worker"])]
+#[case::set("tier in (head,worker)", "", &["head", "worker"])]
+#[case::not_in_set("app notin (web)", "", &["bare", "head", "worker"])]
+#[case::absent_key("!tier", "", &["bare", "web"])]
+#[case::present_and_absent("app,!tier", "", &["web"])]
+#[case::not_equals("tier!=head", "", &["bare", "web", "worker"])]
+#[case::field_name("", "metadata.name=web", &["web"])]
+#[case::field_name_not("app", "metadata.name!=web", &["head", "worker"])]
+#[tokio::test]
+async fn selectors_pick_objects(#[case] labels: &str, #[case] fields: &str, #[case] expected: &[&str]) {
+    let api = configmaps(&client());
+    for object in [
+        configmap("head", &[("app", "ray"), ("tier", "head")]),
+        configmap("worker", &[("app", "ray"), ("tier", "worker")]),
+        configmap("web", &[("app", "web")]),
+        configmap("bare", &[]),
+    ] {
+        api.create(&PostParams::default(), &object).await.unwrap();
+    }
+    let list = api.list(&ListParams::default().labels(labels).fields(fields)).await.unwrap();
+    assert_eq!(names(&list.items), expected);
+}
+
+#[tokio::test]
+async fn lists_come_in_pages() {
+    let api = configmaps(&client());
+    for name in ["a", "b", "c", "d", "e"] {
+        api.create(&PostParams::default(), &configmap(name, &[])).await.unwrap();
+    }
+    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(names(&first.items), ["a", "b"]);
+    assert_eq!(first.metadata.remaining_item_count, Some(3));
+    let token = first.metadata.continue_.clone().unwrap();
+    let second = api.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap();
+    assert_eq!(names(&second.items), ["c", "d"]);
+    assert_eq!(second.metadata.resource_version, first.metadata.resource_version);
+    let last =
+        api.list(&ListParams::default().limit(2).continue_token(&second.metadata.continue_.unwrap())).await.unwrap();
+    assert_eq!(names(&last.items), ["e"]);
+    assert_eq!(last.metadata.continue_, None);
+}
+
+#[tokio::test]
+async fn finalizers_hold_a_deleted_object_until_they_are_removed() {
+    let api = configmaps(&client());
+    api.create(&PostParams::default(), &held(configmap("f", &[]))).await.unwrap();
+    let pending = api.delete("f", &DeleteParams::default()).await.unwrap().left().expect("still there");
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    assert!(api.get("f").await.unwrap().metadata.deletion_timestamp.is_some());
+    let more = Patch::Merge(json!({"metadata": {"finalizers": ["example.com/hold", "example.com/more"]}}));
+    let refused = status(api.patch("f", &PatchParams::default(), &more).await);
+    assert_eq!((refused.code, refused.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        refused.message,
+        "ConfigMap \"f\" is invalid: metadata.finalizers: Forbidden: no new finalizers can be added if the object is \
+         being deleted"
+    );
+    api.patch("f", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    assert!(!exists(&api, "f").await);
+}
+
+#[tokio::test]
+async fn background_deletion_collects_dependents_and_keeps_those_with_another_owner() {
+    let api = configmaps(&client());
+    let owner = api.create(&PostParams::default(), &configmap("owner", &[])).await.unwrap();
+    let other = api.create(&PostParams::default(), &configmap("other", &[])).await.unwrap();
+    let child = api.create(&PostParams::default(), &owned_by(configmap("child", &[]), &[&owner], true)).await.unwrap();
+    api.create(&PostParams::default(), &owned_by(configmap("grandchild", &[]), &[&child], false)).await.unwrap();
+    api.create(&PostParams::default(), &owned_by(configmap("shared", &[]), &[&owner, &other], false)).await.unwrap();
+
+    let gone = api.delete("owner", &DeleteParams::background()).await.unwrap().right().expect("a Status");
+    assert_eq!(gone.details.unwrap().name, "owner");
+    assert!(!exists(&api, "child").await);
+    assert!(!exists(&api, "grandchild").await);
+    let shared = api.get("shared").await.unwrap();
+    assert_eq!(shared.owner_references().iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["other"]);
+}
+
+#[tokio::test]
+async fn an_object_whose_owner_does_not_exist_is_collected() {
+    let api = configmaps(&client());
+    let mut ghost = api.create(&PostParams::default(), &configmap("ghost", &[])).await.unwrap();
+    api.delete("ghost", &DeleteParams::default()).await.unwrap();
+    ghost.metadata.uid = Some("00000000-0000-4000-8000-000000000000".to_string());
+    api.create(&PostParams::default(), &owned_by(configmap("orphan", &[]), &[&ghost], false)).await.unwrap();
+    assert!(!exists(&api, "orphan").await);
+}
+
+#[tokio::test]
+async fn foreground_deletion_waits_for_blocking_dependents() {
+    let api = configmaps(&client());
+    let owner = api.create(&PostParams::default(), &configmap("owner", &[])).await.unwrap();
+    api.create(&PostParams::default(), &held(owned_by(configmap("blocking", &[]), &[&owner], true))).await.unwrap();
+    api.create(&PostParams::default(), &owned_by(configmap("free", &[]), &[&owner], false)).await.unwrap();
+
+    let waiting = api.delete("owner", &DeleteParams::foreground()).await.unwrap().left().expect("the owner waits");
+    assert_eq!(waiting.finalizers(), ["foregroundDeletion"]);
+    assert!(!exists(&api, "free").await);
+    assert!(api.get("blocking").await.unwrap().metadata.deletion_timestamp.is_some());
+    assert!(exists(&api, "owner").await);
+
+    api.patch("blocking", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+        .await
+        .unwrap();
+    assert!(!exists(&api, "blocking").await);
+    assert!(!exists(&api, "owner").await);
+}
+
+#[tokio::test]
+async fn deleting_a_job_orphans_its_pods_by_default() {
+    let client = client();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": "j"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i:1"}]}}},
+    }))
+    .unwrap();
+    let job = jobs.create(&PostParams::default(), &job).await.unwrap();
+    let mut owned = pod("j-pod");
+    owned.metadata.owner_references = Some(vec![job.controller_owner_ref(&()).unwrap()]);
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    pods.create(&PostParams::default(), &owned).await.unwrap();
+    jobs.delete("j", &DeleteParams::default()).await.unwrap();
+    assert!(pods.get("j-pod").await.unwrap().metadata.owner_references.is_none());
+}
+
+#[tokio::test]
+async fn the_status_subresource_alone_changes_status_and_generation_counts_spec_changes() {
+    let pods: Api<Pod> = Api::namespaced(client(), "default");
+    let mut requested = pod("p");
+    requested.status = Some(serde_json::from_value(json!({"phase": "Running"})).unwrap());
+    let created = pods.create(&PostParams::default(), &requested).await.unwrap();
+    let phase = |p: &Pod| p.status.as_ref().and_then(|s| s.phase.clone()).unwrap();
+    assert_eq!(phase(&created), "Pending");
+    assert_eq!(created.status.as_ref().unwrap().qos_class.as_deref(), Some("BestEffort"));
+    assert_eq!(created.metadata.generation, Some(1));
+
+    let mut relabelled = created.clone();
+    relabelled.labels_mut().insert("x".to_string(), "y".to_string());
+    relabelled.status = requested.status.clone();
+    let relabelled = pods.replace("p", &PostParams::default(), &relabelled).await.unwrap();
+    assert_eq!((phase(&relabelled).as_str(), relabelled.metadata.generation), ("Pending", Some(1)));
+
+    let running = Patch::Merge(json!({"status": {"phase": "Running"}, "metadata": {"labels": {"x": "z"}}}));
+    let running = pods.patch_status("p", &PatchParams::default(), &running).await.unwrap();
+    assert_eq!(phase(&running), "Running");
+    assert_eq!(running.labels()["x"], "y", "/status ignores everything but status");
+
+    let deadline = Patch::Merge(json!({"spec": {"activeDeadlineSeconds": 30}}));
+    let changed = pods.patch("p", &PatchParams::default(), &deadline).await.unwrap();
+    assert_eq!((phase(&changed).as_str(), changed.metadata.generation), ("Running", Some(2)));
+}
+
+#[tokio::test]
+async fn json_patch_tests_its_preconditions() {
+    let api = configmaps(&client());
+    api.create(&PostParams::default(), &configmap("a", &[])).await.unwrap();
+    let patch = |expected: &str| -> json_patch::Patch {
+        serde_json::from_value(json!([
+            {"op": "test", "path": "/data/key", "value": expected},
+            {"op": "replace", "path": "/data/key", "value": "patched"},
+        ]))
+        .unwrap()
+    };
+    let failed = status(api.patch("a", &PatchParams::default(), &Patch::Json::<()>(patch("other"))).await);
+    assert_eq!((failed.code, failed.reason.as_str()), (422, "Invalid"));
+    let patched = api.patch("a", &PatchParams::default(), &Patch::Json::<()>(patch("value"))).await.unwrap();
+    assert_eq!(patched.data.unwrap()["key"], "patched");
+}
+
+#[tokio::test]
+async fn strategic_merge_merges_containers_by_name() {
+    let pods: Api<Pod> = Api::namespaced(client(), "default");
+    pods.create(&PostParams::default(), &pod("p")).await.unwrap();
+    let patch = Patch::Strategic(json!({"spec": {"containers": [{"name": "b", "image": "b:2"}]}}));
+    let patched = pods.patch("p", &PatchParams::default(), &patch).await.unwrap();
+    let images: Vec<(String, Option<String>)> =
+        patched.spec.unwrap().containers.into_iter().map(|c| (c.name, c.image)).collect();
+    assert_eq!(images, [("a".to_string(), Some("a:1".to_string())), ("b".to_string(), Some("b:2".to_string()))]);
+}
+
+fn applied(data: Value) -> Patch<Value> {
+    Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": data}))
+}
+
+#[tokio::test]
+async fn server_side_apply_creates_merges_removes_and_conflicts() {
+    let api = configmaps(&client());
+    let created = api.patch("ssa", &PatchParams::apply("alice"), &applied(json!({"a": "1", "b": "2"}))).await.unwrap();
+    assert_eq!(created.data.unwrap().len(), 2);
+    assert_eq!(created.metadata.managed_fields.unwrap()[0].manager.as_deref(), Some("alice"));
+
+    let fewer = api.patch("ssa", &PatchParams::apply("alice"), &applied(json!({"a": "1"}))).await.unwrap();
+    assert_eq!(fewer.data.unwrap(), BTreeMap::from([("a".to_string(), "1".to_string())]));
+
+    let conflict = status(api.patch("ssa", &PatchParams::apply("bob"), &applied(json!({"a": "9"}))).await);
+    assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
+    assert_eq!(conflict.message, "Apply failed with 1 conflict: conflict with \"alice\": .data.a");
+
+    let forced = api.patch("ssa", &PatchParams::apply("bob").force(), &applied(json!({"a": "9"}))).await.unwrap();
+    assert_eq!(forced.data.unwrap()["a"], "9");
+}
+
+async fn create_ray_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crds");
+    for file in ["ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml", "ray.io_rayservices.yaml"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
+        let created = crds.create(&PostParams::default(), &crd).await.unwrap();
+        let conditions = created.status.unwrap().conditions.unwrap();
+        assert!(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"), "{file}");
+    }
+}
+
+fn ray_cluster(name: &str) -> RayCluster {
+    serde_json::from_value(json!({
+        "apiVersion": "ray.io/v1",
+        "kind": "RayCluster",
+        "metadata": {"name": name},
+        "spec": {"headGroupSpec": {"rayStartParams": {}, "template": {"spec": {"containers": [{"name": "ray-head", "image": "rayproject/ray:2.41.0"}]}}}},
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn ray_crds_serve_ray_clusters_with_their_status_subresource() {
+    let client = client();
+    create_ray_crds(&client).await;
+    let discovery = kube::discovery::Discovery::new(client.clone()).run().await.unwrap();
+    let ray = discovery.get("ray.io").unwrap();
+    assert!(ray.recommended_kind("RayJob").is_some() && ray.recommended_kind("RayService").is_some());
+
+    let clusters: Api<RayCluster> = Api::namespaced(client.clone(), "default");
+    let created = clusters.create(&PostParams::default(), &ray_cluster("raycluster-kuberay")).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    let ready = Patch::Merge(json!({"status": {"state": "ready"}}));
+    let patched = clusters.patch_status("raycluster-kuberay", &PatchParams::default(), &ready).await.unwrap();
+    assert_eq!(patched.status.unwrap().state.as_deref(), Some("ready"));
+    assert_eq!(patched.metadata.generation, Some(1));
+    let listed = clusters.list(&ListParams::default()).await.unwrap();
+    assert_eq!(names(&listed.items), ["raycluster-kuberay"]);
+
+    let strategic = Patch::Strategic(json!({"metadata": {"labels": {"a": "b"}}}));
+    let refused = status(clusters.patch("raycluster-kuberay", &PatchParams::default(), &strategic).await);
+    assert_eq!(refused.code, 415);
+
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    crds.delete("rayclusters.ray.io", &DeleteParams::default()).await.unwrap();
+    assert_eq!(crds.get_opt("rayclusters.ray.io").await.unwrap().map(|c| c.name_any()), None);
+    assert_eq!(status(clusters.list(&ListParams::default()).await).code, 404);
+}
+
+#[tokio::test]
+async fn a_deleted_namespace_empties_itself_and_refuses_new_content() {
+    let client = client();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap())
+        .await
+        .unwrap();
+    let team = Api::<ConfigMap>::namespaced(client.clone(), "team");
+    team.create(&PostParams::default(), &held(configmap("held", &[]))).await.unwrap();
+    team.create(&PostParams::default(), &configmap("free", &[])).await.unwrap();
+
+    let terminating = namespaces.delete("team", &DeleteParams::default()).await.unwrap().left().unwrap();
+    assert_eq!(terminating.status.unwrap().phase.as_deref(), Some("Terminating"));
+    assert!(!exists(&team, "free").await);
+    let refused = status(team.create(&PostParams::default(), &configmap("late", &[])).await);
+    assert_eq!((refused.code, refused.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        refused.message,
+        "configmaps \"late\" is forbidden: unable to create new content in namespace team because it is being terminated"
+    );
+
+    team.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+        .await
+        .unwrap();
+    assert!(namespaces.get_opt("team").await.unwrap().is_none());
+    let missing =
+        status(Api::<ConfigMap>::namespaced(client, "nope").create(&PostParams::default(), &configmap("a", &[])).await);
+    assert_eq!((missing.code, missing.message.as_str()), (404, "namespaces \"nope\" not found"));
+}
+
+async fn client_for(kubeconfig: &str) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(kubeconfig).unwrap();
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await.unwrap();
+    Client::try_from(config).unwrap()
+}
+
+#[tokio::test]
+async fn the_tcp_transport_serves_the_same_api() {
+    let sim = Sim::new(config());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = format!("http://{}", listener.local_addr().unwrap());
+    let serving = sim.clone();
+    tokio::spawn(async move { serving.serve(listener).await });
+    let client = client_for(&kuberay::sim::kubeconfig(&server)).await;
+    let api = configmaps(&client);
+    let listed = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    api.create(&PostParams::default(), &configmap("over-tcp", &[])).await.unwrap();
+    let events: Vec<WatchEvent<ConfigMap>> =
+        api.watch(&WatchParams::default(), &listed).await.unwrap().take(1).try_collect().await.unwrap();
+    assert_eq!(event_summary(&events[0]), "ADDED over-tcp");
+    assert!(configmaps(&sim.client()).get_opt("over-tcp").await.unwrap().is_some(), "one server behind both");
+}
+
+/// Kills the child when the test ends, however it ends.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn kuberay_sim_serve_prints_its_address_and_writes_a_kubeconfig() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("kuberay-sim-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kuberay"))
+        .args(["sim", "serve", "--port", "0", "--kubeconfig-out", kubeconfig.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _serving = Serving(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+    let server = line.trim().strip_prefix("serving the simulated cluster on ").unwrap().to_string();
+    assert!(server.starts_with("http://127.0.0.1:") && !server.ends_with(":0"), "{line}");
+    let written = std::fs::read_to_string(&kubeconfig).unwrap();
+    assert!(written.contains(&format!("server: {server}")), "{written}");
+    let client = client_for(&written).await;
+    let namespaces = Api::<Namespace>::all(client).list(&ListParams::default()).await.unwrap();
+    assert_eq!(namespaces.items.len(), 4);
+}
