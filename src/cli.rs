@@ -66,7 +66,15 @@ pub enum SimCommand {
         /// Seeds the uids and generated names.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// How long a running Pod takes to get Ready (`2s`, `1m 30s`).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        pod_ready_after: std::time::Duration,
     },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let duration: jiff::SignedDuration = text.parse().map_err(|e| format!("{e}"))?;
+    std::time::Duration::try_from(duration).map_err(|e| format!("{e}"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -91,8 +99,9 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             Err(message) => Err(std::io::Error::other(message)),
         },
         Command::Crd { output_dir } => crd(output_dir.as_deref(), out),
-        Command::Sim { command: SimCommand::Serve { port, kubeconfig_out, seed } } => {
-            sim_serve(port, kubeconfig_out.as_deref(), seed, out)
+        Command::Sim { command: SimCommand::Serve { port, kubeconfig_out, seed, pod_ready_after } } => {
+            let controllers = crate::sim::ControllerConfig { pod_ready_delay: pod_ready_after, ..Default::default() };
+            sim_serve(port, kubeconfig_out.as_deref(), seed, controllers, out)
         }
     };
     result.unwrap_or_else(|e| {
@@ -241,7 +250,13 @@ fn crd(output_dir: Option<&Path>, out: &mut dyn Write) -> std::io::Result<i32> {
 }
 
 /// Binds first, so that the printed address (and the kubeconfig) are ready before anything connects.
-fn sim_serve(port: u16, kubeconfig_out: Option<&Path>, seed: u64, out: &mut dyn Write) -> std::io::Result<i32> {
+fn sim_serve(
+    port: u16,
+    kubeconfig_out: Option<&Path>,
+    seed: u64,
+    controllers: crate::sim::ControllerConfig,
+    out: &mut dyn Write,
+) -> std::io::Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
@@ -252,6 +267,8 @@ fn sim_serve(port: u16, kubeconfig_out: Option<&Path>, seed: u64, out: &mut dyn 
         writeln!(out, "serving the simulated cluster on {server}")?;
         out.flush()?;
         let sim = crate::sim::Sim::new(crate::sim::SimConfig { seed, ..crate::sim::SimConfig::default() });
+        let running = sim.clone();
+        tokio::spawn(async move { running.run_controllers(controllers).await });
         sim.serve(listener).await?;
         Ok(EXIT_OK)
     })

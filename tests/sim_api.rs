@@ -608,3 +608,170 @@ async fn kuberay_sim_serve_prints_its_address_and_writes_a_kubeconfig() {
     let namespaces = Api::<Namespace>::all(client).list(&ListParams::default()).await.unwrap();
     assert_eq!(namespaces.items.len(), 4);
 }
+
+// ---- the kubelet, the Endpoints controller and the Job controller ----
+
+/// A simulated cluster on paused time with its controllers running: Pods start after 1 s, get Ready 1 s later,
+/// and run 5 s when they are not restarted.
+fn cluster_with_controllers(failing: &str) -> Sim {
+    let clock = std::sync::Arc::new(kuberay::sim::TokioClock::starting_at("2025-01-01T00:00:00Z".parse().unwrap()));
+    let sim = Sim::new(SimConfig { clock, ..config() });
+    let controllers = kuberay::sim::ControllerConfig {
+        failing_pods: kuberay::sim::selector::LabelSelector::parse(failing).unwrap(),
+        ..kuberay::sim::ControllerConfig::default()
+    };
+    let running = sim.clone();
+    tokio::spawn(async move { running.run_controllers(controllers).await });
+    sim
+}
+
+async fn after(seconds: f64) {
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+}
+
+fn pod_phase(pod: &Pod) -> (String, bool) {
+    let status = pod.status.clone().unwrap_or_default();
+    let ready = status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True");
+    (status.phase.unwrap_or_default(), ready)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_kubelet_starts_pods_then_makes_them_ready() {
+    let sim = cluster_with_controllers("");
+    let pods: Api<Pod> = Api::namespaced(sim.client(), "default");
+    pods.create(&PostParams::default(), &pod("p")).await.unwrap();
+    after(0.5).await;
+    assert_eq!(pod_phase(&pods.get("p").await.unwrap()), ("Pending".to_string(), false));
+    after(1.0).await;
+    let running = pods.get("p").await.unwrap();
+    assert_eq!(pod_phase(&running), ("Running".to_string(), false));
+    let status = running.status.unwrap();
+    assert_eq!(status.pod_ip.as_deref(), Some("10.244.0.2"));
+    assert_eq!(status.start_time.unwrap().0.to_string(), "2025-01-01T00:00:01Z");
+    after(1.0).await;
+    assert_eq!(pod_phase(&pods.get("p").await.unwrap()), ("Running".to_string(), true));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_restarted_pod_never_gets_ready() {
+    let sim = cluster_with_controllers("app=broken");
+    let pods: Api<Pod> = Api::namespaced(sim.client(), "default");
+    let mut broken = pod("broken");
+    broken.metadata.labels = Some(BTreeMap::from([("app".to_string(), "broken".to_string())]));
+    pods.create(&PostParams::default(), &broken).await.unwrap();
+    after(10.0).await;
+    let pod = pods.get("broken").await.unwrap();
+    assert_eq!(pod_phase(&pod), ("Running".to_string(), false));
+    let container = &pod.status.unwrap().container_statuses.unwrap()[0];
+    assert_eq!(container.restart_count, 1);
+    assert_eq!(container.state.clone().unwrap().waiting.unwrap().reason.as_deref(), Some("CrashLoopBackOff"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn endpoints_follow_the_readiness_of_matching_pods() {
+    let sim = cluster_with_controllers("");
+    let client = sim.client();
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &service).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let web: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web-1", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "nginx:1", "ports": [{"name": "http", "containerPort": 8080}]}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &web).await.unwrap();
+    let endpoints: Api<k8s_openapi::api::core::v1::Endpoints> = Api::namespaced(client, "default");
+    let subsets = |e: k8s_openapi::api::core::v1::Endpoints| serde_json::to_value(e.subsets).unwrap();
+    after(0.5).await;
+    assert_eq!(subsets(endpoints.get("web").await.unwrap()), Value::Null);
+    after(1.0).await;
+    let starting = subsets(endpoints.get("web").await.unwrap());
+    assert_eq!(starting[0]["notReadyAddresses"][0]["ip"], "10.244.0.2");
+    assert_eq!(starting[0]["ports"], json!([{"name": "http", "port": 8080, "protocol": "TCP"}]));
+    after(1.0).await;
+    let ready = subsets(endpoints.get("web").await.unwrap());
+    assert_eq!(ready[0]["addresses"][0]["targetRef"]["name"], "web-1");
+    assert_eq!(ready[0].get("notReadyAddresses"), None);
+    pods.delete("web-1", &DeleteParams::default()).await.unwrap();
+    after(0.1).await;
+    assert_eq!(subsets(endpoints.get("web").await.unwrap()), Value::Null);
+    services.delete("web", &DeleteParams::default()).await.unwrap();
+    after(0.1).await;
+    assert!(endpoints.get_opt("web").await.unwrap().is_none());
+}
+
+fn job(name: &str, spec: Value) -> Job {
+    let mut spec = spec;
+    spec["template"] = json!({"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox:1"}]}});
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+}
+
+fn job_outcome(job: &Job) -> (Vec<String>, Option<i32>, Option<i32>) {
+    let status = job.status.clone().unwrap_or_default();
+    let conditions = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| format!("{} {}", c.type_, c.reason.unwrap_or_default()))
+        .collect();
+    (conditions, status.succeeded, status.failed)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_completes_when_its_pods_succeed() {
+    let sim = cluster_with_controllers("");
+    let jobs: Api<Job> = Api::namespaced(sim.client(), "default");
+    jobs.create(&PostParams::default(), &job("ok", json!({"completions": 2}))).await.unwrap();
+    after(0.5).await;
+    let pods: Api<Pod> = Api::namespaced(sim.client(), "default");
+    let first = pods.list(&ListParams::default().labels("job-name=ok")).await.unwrap();
+    assert_eq!(first.items.len(), 1, "parallelism 1");
+    assert!(first.items[0].name_any().starts_with("ok-"));
+    after(15.0).await;
+    let done = jobs.get("ok").await.unwrap();
+    assert_eq!(
+        job_outcome(&done),
+        (
+            vec!["SuccessCriteriaMet CompletionsReached".to_string(), "Complete CompletionsReached".to_string()],
+            Some(2),
+            Some(0)
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_whose_pod_fails_twice_with_backoff_limit_1_fails() {
+    let sim = cluster_with_controllers("job-name=bad");
+    let jobs: Api<Job> = Api::namespaced(sim.client(), "default");
+    jobs.create(&PostParams::default(), &job("bad", json!({"backoffLimit": 1}))).await.unwrap();
+    after(8.0).await;
+    let once = jobs.get("bad").await.unwrap();
+    assert_eq!(job_outcome(&once), (vec![], Some(0), Some(1)));
+    after(8.0).await;
+    let failed = jobs.get("bad").await.unwrap();
+    assert_eq!(
+        job_outcome(&failed),
+        (
+            vec!["FailureTarget BackoffLimitExceeded".to_string(), "Failed BackoffLimitExceeded".to_string()],
+            Some(0),
+            Some(2)
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_past_its_deadline_fails_and_loses_its_pods() {
+    let sim = cluster_with_controllers("");
+    let jobs: Api<Job> = Api::namespaced(sim.client(), "default");
+    jobs.create(&PostParams::default(), &job("slow", json!({"activeDeadlineSeconds": 3}))).await.unwrap();
+    after(4.0).await;
+    let failed = jobs.get("slow").await.unwrap();
+    assert_eq!(job_outcome(&failed).0, ["FailureTarget DeadlineExceeded", "Failed DeadlineExceeded"]);
+    let pods: Api<Pod> = Api::namespaced(sim.client(), "default");
+    assert!(pods.list(&ListParams::default().labels("job-name=slow")).await.unwrap().items.is_empty());
+}

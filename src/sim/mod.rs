@@ -2,6 +2,9 @@
 //! `kube::Client` and `kube::runtime::watcher` exactly as it reaches a real cluster (`../shared/DESIGN.md`, "The
 //! simulated cluster").
 //!
+//! [`Sim::run_controllers`] adds what a cluster runs besides the API server: a kubelet, the Endpoints controller
+//! and the Job controller ([`controllers`]).
+//!
 //! Two transports serve the same server: [`Sim::service`] is a `tower::Service` that `kube::Client::new` accepts
 //! (one process holds both sides, and tokio's paused time drives both), and [`Sim::serve`] speaks plain HTTP/1.1
 //! on a TCP listener (`kuberay sim serve`, for kubectl and for an operator in another process).
@@ -44,7 +47,7 @@
 //! # Approximations
 //! - Every write, and everything the garbage collector and the namespace and CRD controllers do in response, happens
 //!   at once under one lock, with consecutive resourceVersions; in a real cluster the controllers act a moment
-//!   later. Pods are deleted at once (there is no kubelet yet to honour a grace period).
+//!   later. Pods are deleted at once (the simulated kubelet honours no grace period).
 //! - The watch history is bounded per resource ([`SimConfig::history_per_resource`] changes), like the watch
 //!   cache; there is no etcd compaction beyond it. A list with `resourceVersionMatch=Exact` is served only when
 //!   nothing in the resource changed since; otherwise it is 410. Continue pages show the current state under the
@@ -64,6 +67,7 @@
 //! - No protobuf, no Table output, no OpenAPI, no aggregated discovery: clients fall back to JSON documents.
 
 mod clock;
+pub mod controllers;
 pub mod defaults;
 pub mod error;
 mod http;
@@ -85,6 +89,8 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 
 pub use clock::{Clock, TokioClock, WallClock};
+pub use controllers::ControllerConfig;
+use controllers::Controllers;
 pub use http::SimBody;
 use store::Store;
 
@@ -171,6 +177,31 @@ impl Sim {
     /// The resourceVersion of the latest write.
     pub fn resource_version(&self) -> u64 {
         self.shared.read(Store::resource_version)
+    }
+
+    /// Runs the kubelet, the Endpoints controller and the Job controller ([`controllers`]) until the future is
+    /// dropped. They pace themselves on tokio's clock, so paused time drives them.
+    pub async fn run_controllers(&self, config: ControllerConfig) {
+        let mut changed = self.shared.subscribe();
+        let mut controllers = Controllers::new(config);
+        loop {
+            self.shared.write(|store| controllers.step(store, tokio::time::Instant::now()));
+            let deadline = controllers.next_deadline();
+            let timer = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = changed.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = timer => {}
+            }
+        }
     }
 
     /// Serves the API over HTTP/1.1 on `listener` until the task is dropped.

@@ -268,7 +268,12 @@ impl Store {
         &self.registry
     }
 
-    fn now(&self) -> String {
+    /// The simulated cluster's time.
+    pub fn now(&self) -> jiff::Timestamp {
+        self.clock.now()
+    }
+
+    fn now_text(&self) -> String {
         format_time(self.clock.now())
     }
 
@@ -565,7 +570,7 @@ impl Store {
             return self.remove(key).map(Deleted::Gone);
         }
         let mut next = current.as_ref().clone();
-        next["metadata"]["deletionTimestamp"] = json!(self.now());
+        next["metadata"]["deletionTimestamp"] = json!(self.now_text());
         next["metadata"]["deletionGracePeriodSeconds"] = json!(0);
         set_finalizers(&mut next, &list);
         if Self::is_namespace(key) {
@@ -701,7 +706,7 @@ impl Store {
                 "create not allowed while custom resource definition is terminating",
             ));
         }
-        let now = self.now();
+        let now = self.now_text();
         let uid = self.rng.uid();
         let metadata = body["metadata"].as_object_mut().ok_or_else(|| ApiError::bad_request("metadata"))?;
         metadata.insert("uid".to_string(), json!(uid));
@@ -964,7 +969,7 @@ impl Store {
         if api_version.is_empty() || applied.get("kind").and_then(Value::as_str).unwrap_or_default().is_empty() {
             return Err(ApiError::bad_request("apiVersion and kind must be set in an applied configuration"));
         }
-        let time = self.now();
+        let time = self.now_text();
         let request = ApplyRequest { manager, force, api_version, time: &time };
         patch::apply(current, applied, &request)
             .map_err(|conflicts| ApiError::apply_conflicts(resource.group_resource(), name, &conflicts))

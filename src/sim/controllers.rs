@@ -1,0 +1,608 @@
+//! The controllers of the simulated cluster, acting through the store exactly as clients do (their writes are
+//! watch events like any other): a kubelet that runs Pods, the Endpoints controller, and the Job controller.
+//!
+//! - **kubelet**: a new Pod goes Running after [`ControllerConfig::pod_start_delay`] (a pod IP from 10.244.0.0/16,
+//!   host IP 10.0.0.1, running containers, PodScheduled and Initialized), and Ready after
+//!   [`ControllerConfig::pod_ready_delay`] more. A Pod whose restartPolicy is not `Always` ends after
+//!   [`ControllerConfig::pod_run_duration`]: Succeeded with exit code 0, or Failed with exit code 1 when it matches
+//!   [`ControllerConfig::failing_pods`]. A failing `Always` Pod never gets Ready (its container waits in
+//!   CrashLoopBackOff with one restart). Approximations: no nodes or scheduling (`spec.nodeName` stays as written),
+//!   no probes, no in-place restarts of `OnFailure` containers (the Pod fails), no graceful termination.
+//! - **Endpoints**: every Service with a selector has an Endpoints object of its name whose addresses are the
+//!   ready matching Pods with an IP (the others under `notReadyAddresses`), ports resolved from the Service's
+//!   `targetPort` (named ports from the first Pod's containers); it is deleted with its Service.
+//! - **Jobs**: creates the Pods of a Job from its template (`generateName: <job>-`, controlled by the Job) up to
+//!   `parallelism` while fewer than `completions` succeeded; counts `active`, `ready`, `succeeded`, `failed`; ends
+//!   `Complete` (with `SuccessCriteriaMet`) or `Failed` (with `FailureTarget`; `BackoffLimitExceeded` once more
+//!   Pods failed than `backoffLimit`, `DeadlineExceeded` after `activeDeadlineSeconds`), deleting its active Pods
+//!   when it fails; a suspended Job has its active Pods deleted. Indexed completion, pod failure and success
+//!   policies, and `ttlSecondsAfterFinished` are not simulated.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::clock::format_time;
+use super::resources::{ResourceId, ResourceType};
+use super::selector::LabelSelector;
+use super::store::{DeleteOptions, ListOptions, Propagation, Store, Subresource, WatchPoll};
+
+/// How the simulated kubelet paces and fails Pods.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    pub pod_start_delay: Duration,
+    pub pod_ready_delay: Duration,
+    /// How long a Pod whose restartPolicy is not `Always` runs before its containers exit.
+    pub pod_run_duration: Duration,
+    /// Pods this label selector matches fail (empty: none do).
+    pub failing_pods: LabelSelector,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            pod_start_delay: Duration::from_secs(1),
+            pod_ready_delay: Duration::from_secs(1),
+            pod_run_duration: Duration::from_secs(5),
+            failing_pods: LabelSelector::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    Start,
+    Ready,
+    Finish,
+    JobDeadline,
+}
+
+/// One object a timer is for: namespace, name and uid (a recreated object is another one).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Target {
+    namespace: String,
+    name: String,
+    uid: String,
+}
+
+/// The state of the controllers between steps: where they are in the watch history, and their timers.
+pub struct Controllers {
+    config: ControllerConfig,
+    cursors: BTreeMap<ResourceId, u64>,
+    timers: BTreeMap<(Instant, u64), (Step, Target)>,
+    sequence: u64,
+    started: HashSet<String>,
+    /// Jobs (by uid) whose activeDeadlineSeconds timer fired.
+    past_deadline: HashSet<String>,
+    next_pod_ip: u32,
+}
+
+const HOST_IP: &str = "10.0.0.1";
+/// Bounds the rounds of one step: each round reacts to the previous round's writes.
+const MAX_ROUNDS: usize = 16;
+
+fn resource(store: &Store, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
+    store.registry().find(group, version, plural).cloned()
+}
+
+fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
+    object.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn target_of(object: &Value) -> Target {
+    Target {
+        namespace: text(object, "/metadata/namespace").to_string(),
+        name: text(object, "/metadata/name").to_string(),
+        uid: text(object, "/metadata/uid").to_string(),
+    }
+}
+
+fn controller_uid(object: &Value) -> Option<&str> {
+    object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .and_then(|r| r.get("uid").and_then(Value::as_str))
+}
+
+fn phase(pod: &Value) -> &str {
+    text(pod, "/status/phase")
+}
+
+fn is_terminal(pod: &Value) -> bool {
+    matches!(phase(pod), "Succeeded" | "Failed")
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten().any(|c| {
+        c.get("type").and_then(Value::as_str) == Some("Ready")
+            && c.get("status").and_then(Value::as_str) == Some("True")
+    })
+}
+
+fn is_deleting(object: &Value) -> bool {
+    object.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
+}
+
+/// Everything the controllers touched in one round of changes.
+#[derive(Default)]
+struct Touched {
+    namespaces: BTreeSet<String>,
+    jobs: BTreeSet<(String, String)>,
+    new_pods: Vec<Arc<Value>>,
+}
+
+impl Controllers {
+    pub fn new(config: ControllerConfig) -> Controllers {
+        Controllers {
+            config,
+            cursors: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            sequence: 0,
+            started: HashSet::new(),
+            past_deadline: HashSet::new(),
+            next_pod_ip: u32::from(Ipv4Addr::new(10, 244, 0, 2)),
+        }
+    }
+
+    /// When the next timer fires.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.keys().next().map(|(at, _)| *at)
+    }
+
+    fn schedule(&mut self, at: Instant, step: Step, target: Target) {
+        self.sequence += 1;
+        self.timers.insert((at, self.sequence), (step, target));
+    }
+
+    /// Reacts to every change since the last step and to the timers due by `now`.
+    pub fn step(&mut self, store: &mut Store, now: Instant) {
+        let due: Vec<(Step, Target)> = {
+            let later = self.timers.split_off(&(now, u64::MAX));
+            std::mem::replace(&mut self.timers, later).into_values().collect()
+        };
+        let mut touched = Touched::default();
+        for (step, target) in due {
+            match step {
+                Step::JobDeadline => {
+                    self.past_deadline.insert(target.uid);
+                    touched.jobs.insert((target.namespace, target.name));
+                }
+                pod_step => self.advance_pod(store, pod_step, &target, now),
+            }
+        }
+        for _ in 0..MAX_ROUNDS {
+            self.collect_changes(store, &mut touched);
+            if touched.namespaces.is_empty() && touched.jobs.is_empty() && touched.new_pods.is_empty() {
+                break;
+            }
+            let round = std::mem::take(&mut touched);
+            for pod in round.new_pods {
+                let target = target_of(&pod);
+                if !is_deleting(&pod) && phase(&pod) == "Pending" && self.started.insert(target.uid.clone()) {
+                    self.schedule(now + self.config.pod_start_delay, Step::Start, target);
+                }
+            }
+            for namespace in &round.namespaces {
+                reconcile_endpoints(store, namespace);
+            }
+            for (namespace, name) in &round.jobs {
+                self.reconcile_job(store, namespace, name, now);
+            }
+        }
+    }
+
+    /// Reads the history of Pods, Services and Jobs since the last look (everything, after a gap).
+    fn collect_changes(&mut self, store: &Store, touched: &mut Touched) {
+        for (group, plural) in [("", "pods"), ("", "services"), ("batch", "jobs")] {
+            let id = ResourceId { group: group.to_string(), plural: plural.to_string() };
+            let cursor = self.cursors.get(&id).copied().unwrap_or(0);
+            let objects: Vec<Arc<Value>> = match store.changes_since(&id, cursor) {
+                WatchPoll::Changes { changes, cursor } => {
+                    self.cursors.insert(id.clone(), cursor);
+                    changes.into_iter().map(|c| c.object).collect()
+                }
+                WatchPoll::Expired { .. } => {
+                    self.cursors.insert(id.clone(), store.resource_version());
+                    let Some(kind) = store.registry().get(&id).cloned() else { continue };
+                    store.list(&kind, None, &ListOptions::default()).map(|page| page.items).unwrap_or_default()
+                }
+                WatchPoll::Closed => continue,
+            };
+            for object in objects {
+                let namespace = text(&object, "/metadata/namespace").to_string();
+                match plural {
+                    "pods" => {
+                        if let Some(owner) = controller_uid(&object).and_then(|uid| job_of(store, &namespace, uid)) {
+                            touched.jobs.insert((namespace.clone(), owner));
+                        }
+                        touched.new_pods.push(object.clone());
+                    }
+                    "jobs" => {
+                        touched.jobs.insert((namespace.clone(), text(&object, "/metadata/name").to_string()));
+                    }
+                    _ => {}
+                }
+                touched.namespaces.insert(namespace);
+            }
+        }
+    }
+
+    fn pod_ip(&mut self) -> String {
+        let ip = Ipv4Addr::from(self.next_pod_ip);
+        self.next_pod_ip += 1;
+        ip.to_string()
+    }
+
+    fn advance_pod(&mut self, store: &mut Store, step: Step, target: &Target, now: Instant) {
+        let Some(pods) = resource(store, "", "v1", "pods") else { return };
+        let Ok(pod) = store.get(&pods, Some(&target.namespace), &target.name) else { return };
+        if text(&pod, "/metadata/uid") != target.uid || is_deleting(&pod) || is_terminal(&pod) {
+            return;
+        }
+        let time = format_time(store.now());
+        let failing = self.config.failing_pods.matches(&pod) && !self.config.failing_pods.is_empty();
+        let restarts = text(&pod, "/spec/restartPolicy") == "Always";
+        let mut next = pod.as_ref().clone();
+        match step {
+            Step::Start => {
+                let ip = self.pod_ip();
+                next["status"] = running_status(&pod, &ip, &time);
+                self.schedule(now + self.config.pod_ready_delay, Step::Ready, target.clone());
+                if !restarts {
+                    self.schedule(now + self.config.pod_run_duration, Step::Finish, target.clone());
+                }
+            }
+            Step::Ready if failing && restarts => {
+                set_containers(&mut next, &json!({"waiting": {"reason": "CrashLoopBackOff"}}), false, 1)
+            }
+            Step::Ready => {
+                set_condition(&mut next, "ContainersReady", "True", &time);
+                set_condition(&mut next, "Ready", "True", &time);
+                let state = next.pointer("/status/containerStatuses/0/state").cloned().unwrap_or(json!({}));
+                set_containers(&mut next, &state, true, 0);
+            }
+            Step::Finish => {
+                let started = next.pointer("/status/startTime").cloned().unwrap_or(json!(time));
+                let (code, reason) = if failing { (1, "Error") } else { (0, "Completed") };
+                let state = json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": time}});
+                set_containers(&mut next, &state, false, 0);
+                set_condition(&mut next, "ContainersReady", "False", &time);
+                set_condition(&mut next, "Ready", "False", &time);
+                next["status"]["phase"] = json!(if failing { "Failed" } else { "Succeeded" });
+            }
+            Step::JobDeadline => return,
+        }
+        let _ = store.update(&pods, Some(&target.namespace), &target.name, next, Subresource::Status);
+    }
+
+    fn reconcile_job(&mut self, store: &mut Store, namespace: &str, name: &str, now: Instant) {
+        let (Some(jobs), Some(pods)) = (resource(store, "batch", "v1", "jobs"), resource(store, "", "v1", "pods"))
+        else {
+            return;
+        };
+        let Ok(job) = store.get(&jobs, Some(namespace), name) else { return };
+        let finished = ["Complete", "Failed"].iter().any(|t| has_condition(&job, t));
+        if is_deleting(&job) || finished {
+            return;
+        }
+        let uid = text(&job, "/metadata/uid").to_string();
+        let owned: Vec<Arc<Value>> = store
+            .list(&pods, Some(namespace), &ListOptions::default())
+            .map(|page| page.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|pod| controller_uid(pod) == Some(uid.as_str()))
+            .collect();
+        let active: Vec<&Arc<Value>> = owned.iter().filter(|p| !is_terminal(p) && !is_deleting(p)).collect();
+        let count = |phase_name: &str| owned.iter().filter(|p| phase(p) == phase_name).count() as i64;
+        let (succeeded, failed) = (count("Succeeded"), count("Failed"));
+        let spec_number = |field: &str, default: i64| {
+            job.pointer(&format!("/spec/{field}")).and_then(Value::as_i64).unwrap_or(default)
+        };
+        let completions = spec_number("completions", 1);
+        let parallelism = spec_number("parallelism", 1);
+        let time = format_time(store.now());
+        let mut status = job.get("status").cloned().unwrap_or(json!({}));
+        if status.get("startTime").is_none() && !job.pointer("/spec/suspend").and_then(Value::as_bool).unwrap_or(false)
+        {
+            status["startTime"] = json!(time);
+            if let Some(seconds) = job.pointer("/spec/activeDeadlineSeconds").and_then(Value::as_u64) {
+                self.schedule(now + Duration::from_secs(seconds), Step::JobDeadline, target_of(&job));
+            }
+        }
+        let deadline_passed = self.past_deadline.contains(&uid);
+        let failure = if failed > spec_number("backoffLimit", 6) {
+            Some(("BackoffLimitExceeded", "Job has reached the specified backoff limit"))
+        } else if deadline_passed {
+            Some(("DeadlineExceeded", "Job was active longer than specified deadline"))
+        } else {
+            None
+        };
+        let suspended = job.pointer("/spec/suspend").and_then(Value::as_bool).unwrap_or(false);
+        let mut active_count = active.len() as i64;
+        if failure.is_some() || suspended {
+            for pod in &active {
+                let _ = store.delete(&pods, Some(namespace), text(pod, "/metadata/name"), &background());
+            }
+            active_count = 0;
+        } else if succeeded < completions {
+            let wanted = parallelism.min(completions - succeeded) - active_count;
+            for _ in 0..wanted.max(0) {
+                if store.create(&pods, Some(namespace), pod_for(&job)).is_ok() {
+                    active_count += 1;
+                }
+            }
+        }
+        status["active"] = json!(active_count);
+        status["ready"] = json!(active.iter().filter(|p| is_ready(p)).count());
+        status["succeeded"] = json!(succeeded);
+        status["failed"] = json!(failed);
+        status["terminating"] = json!(0);
+        status["uncountedTerminatedPods"] = json!({});
+        if let Some((reason, message)) = failure {
+            add_condition(&mut status, "FailureTarget", reason, message, &time);
+            add_condition(&mut status, "Failed", reason, message, &time);
+        } else if succeeded >= completions {
+            add_condition(
+                &mut status,
+                "SuccessCriteriaMet",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+                &time,
+            );
+            add_condition(
+                &mut status,
+                "Complete",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+                &time,
+            );
+            status["completionTime"] = json!(time);
+        }
+        if job.get("status") != Some(&status) {
+            let mut next = job.as_ref().clone();
+            next["status"] = status;
+            let _ = store.update(&jobs, Some(namespace), name, next, Subresource::Status);
+        }
+    }
+}
+
+fn background() -> DeleteOptions {
+    DeleteOptions { propagation: Some(Propagation::Background), ..DeleteOptions::default() }
+}
+
+fn job_of(store: &Store, namespace: &str, uid: &str) -> Option<String> {
+    let jobs = resource(store, "batch", "v1", "jobs")?;
+    store
+        .list(&jobs, Some(namespace), &ListOptions::default())
+        .ok()?
+        .items
+        .iter()
+        .find(|job| text(job, "/metadata/uid") == uid)
+        .map(|job| text(job, "/metadata/name").to_string())
+}
+
+/// A Pod of a Job, as the Job controller makes it from the template.
+fn pod_for(job: &Value) -> Value {
+    let template = job.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let mut metadata = template.get("metadata").cloned().unwrap_or(json!({}));
+    metadata["generateName"] = json!(format!("{}-", text(job, "/metadata/name")));
+    metadata["ownerReferences"] = json!([{
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "name": text(job, "/metadata/name"),
+        "uid": text(job, "/metadata/uid"),
+        "controller": true,
+        "blockOwnerDeletion": true,
+    }]);
+    json!({"metadata": metadata, "spec": template.get("spec").cloned().unwrap_or(json!({}))})
+}
+
+fn has_condition(object: &Value, kind: &str) -> bool {
+    object.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten().any(|c| {
+        c.get("type").and_then(Value::as_str) == Some(kind) && c.get("status").and_then(Value::as_str) == Some("True")
+    })
+}
+
+fn add_condition(status: &mut Value, kind: &str, reason: &str, message: &str, time: &str) {
+    let condition = json!({
+        "type": kind, "status": "True", "reason": reason, "message": message,
+        "lastProbeTime": time, "lastTransitionTime": time,
+    });
+    match status.get_mut("conditions").and_then(Value::as_array_mut) {
+        Some(conditions) => conditions.push(condition),
+        None => status["conditions"] = json!([condition]),
+    }
+}
+
+fn running_status(pod: &Value, ip: &str, time: &str) -> Value {
+    let conditions: Vec<Value> = [
+        ("PodReadyToStartContainers", "True"),
+        ("Initialized", "True"),
+        ("Ready", "False"),
+        ("ContainersReady", "False"),
+        ("PodScheduled", "True"),
+    ]
+    .iter()
+    .map(|(kind, status)| json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": time}))
+    .collect();
+    let mut status = pod.get("status").cloned().unwrap_or(json!({}));
+    status["phase"] = json!("Running");
+    status["conditions"] = json!(conditions);
+    status["hostIP"] = json!(HOST_IP);
+    status["hostIPs"] = json!([{"ip": HOST_IP}]);
+    status["podIP"] = json!(ip);
+    status["podIPs"] = json!([{"ip": ip}]);
+    status["startTime"] = json!(time);
+    let uid = text(pod, "/metadata/uid");
+    let containers: Vec<Value> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let name = text(c, "/name");
+            json!({
+                "name": name,
+                "image": c.get("image").cloned().unwrap_or(Value::Null),
+                "imageID": "",
+                "containerID": format!("sim://{uid}/{name}"),
+                "ready": false,
+                "started": true,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": time}},
+            })
+        })
+        .collect();
+    status["containerStatuses"] = json!(containers);
+    status
+}
+
+fn set_condition(pod: &mut Value, kind: &str, value: &str, time: &str) {
+    for condition in pod.pointer_mut("/status/conditions").and_then(Value::as_array_mut).into_iter().flatten() {
+        if condition.get("type").and_then(Value::as_str) == Some(kind) && condition["status"] != json!(value) {
+            condition["status"] = json!(value);
+            condition["lastTransitionTime"] = json!(time);
+        }
+    }
+}
+
+fn set_containers(pod: &mut Value, state: &Value, ready: bool, restarts: u32) {
+    for container in pod.pointer_mut("/status/containerStatuses").and_then(Value::as_array_mut).into_iter().flatten() {
+        container["state"] = state.clone();
+        container["ready"] = json!(ready);
+        container["started"] = json!(state.get("running").is_some());
+        container["restartCount"] = json!(restarts);
+    }
+}
+
+/// Brings the Endpoints of every Service in a namespace in line with its Pods, and removes those whose Service is
+/// gone.
+fn reconcile_endpoints(store: &mut Store, namespace: &str) {
+    let (Some(services), Some(pods), Some(endpoints)) = (
+        resource(store, "", "v1", "services"),
+        resource(store, "", "v1", "pods"),
+        resource(store, "", "v1", "endpoints"),
+    ) else {
+        return;
+    };
+    let list = |store: &Store, kind: &ResourceType| {
+        store.list(kind, Some(namespace), &ListOptions::default()).map(|page| page.items).unwrap_or_default()
+    };
+    let all_services = list(store, &services);
+    let all_pods = list(store, &pods);
+    let names: BTreeSet<&str> = all_services.iter().map(|s| text(s, "/metadata/name")).collect();
+    for existing in list(store, &endpoints) {
+        let name = text(&existing, "/metadata/name");
+        let managed = existing.pointer("/metadata/labels/endpoints.kubernetes.io~1managed-by").is_some();
+        if managed && !names.contains(name) {
+            let _ = store.delete(&endpoints, Some(namespace), name, &background());
+        }
+    }
+    for service in &all_services {
+        let Some(selector) = service.pointer("/spec/selector").and_then(Value::as_object).filter(|s| !s.is_empty())
+        else {
+            continue;
+        };
+        let matching: Vec<&Arc<Value>> = all_pods
+            .iter()
+            .filter(|pod| {
+                selector.iter().all(|(k, v)| pod.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v))
+            })
+            .filter(|pod| !is_terminal(pod) && !is_deleting(pod) && !text(pod, "/status/podIP").is_empty())
+            .collect();
+        let desired = endpoints_for(service, &matching);
+        let name = text(service, "/metadata/name");
+        match store.get(&endpoints, Some(namespace), name) {
+            Ok(current) => {
+                if current.get("subsets") != desired.get("subsets")
+                    || current.pointer("/metadata/labels") != desired.pointer("/metadata/labels")
+                {
+                    let mut next = current.as_ref().clone();
+                    next["metadata"]["labels"] = desired["metadata"]["labels"].clone();
+                    match desired.get("subsets") {
+                        Some(subsets) => next["subsets"] = subsets.clone(),
+                        None => {
+                            if let Some(map) = next.as_object_mut() {
+                                map.remove("subsets");
+                            }
+                        }
+                    }
+                    let _ = store.update(&endpoints, Some(namespace), name, next, Subresource::Main);
+                }
+            }
+            Err(_) => {
+                let _ = store.create(&endpoints, Some(namespace), desired);
+            }
+        }
+    }
+}
+
+fn endpoints_for(service: &Value, pods: &[&Arc<Value>]) -> Value {
+    let address = |pod: &Value| {
+        json!({
+            "ip": text(pod, "/status/podIP"),
+            "targetRef": {"kind": "Pod", "namespace": text(pod, "/metadata/namespace"), "name": text(pod, "/metadata/name"),
+                          "uid": text(pod, "/metadata/uid")},
+        })
+    };
+    let by_ip = |pods: Vec<&&Arc<Value>>| -> Vec<Value> {
+        let mut sorted = pods;
+        sorted.sort_by_key(|pod| text(pod, "/status/podIP").parse::<Ipv4Addr>().ok());
+        sorted.into_iter().map(|pod| address(pod)).collect()
+    };
+    let ready = by_ip(pods.iter().filter(|p| is_ready(p)).collect());
+    let not_ready = by_ip(pods.iter().filter(|p| !is_ready(p)).collect());
+    let ports: Vec<Value> = service
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|port| {
+            let target = port.get("targetPort").or_else(|| port.get("port")).cloned().unwrap_or(Value::Null);
+            let number = match &target {
+                Value::String(named) => pods.first().and_then(|pod| named_port(pod, named)).unwrap_or(Value::Null),
+                other => other.clone(),
+            };
+            let mut entry = json!({"port": number, "protocol": port.get("protocol").cloned().unwrap_or(json!("TCP"))});
+            if let Some(name) = port.get("name") {
+                entry["name"] = name.clone();
+            }
+            entry
+        })
+        .collect();
+    let mut labels = service.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+    labels["endpoints.kubernetes.io/managed-by"] = json!("endpoint-controller");
+    if text(service, "/spec/clusterIP") == "None" {
+        labels["service.kubernetes.io/headless"] = json!("");
+    }
+    let mut endpoints = json!({
+        "metadata": {"name": text(service, "/metadata/name"), "namespace": text(service, "/metadata/namespace"), "labels": labels},
+    });
+    if !ready.is_empty() || !not_ready.is_empty() {
+        let mut subset = json!({"ports": ports});
+        if !ready.is_empty() {
+            subset["addresses"] = json!(ready);
+        }
+        if !not_ready.is_empty() {
+            subset["notReadyAddresses"] = json!(not_ready);
+        }
+        endpoints["subsets"] = json!([subset]);
+    }
+    endpoints
+}
+
+fn named_port(pod: &Value, name: &str) -> Option<Value> {
+    pod.pointer("/spec/containers")?
+        .as_array()?
+        .iter()
+        .flat_map(|c| c.get("ports").and_then(Value::as_array).into_iter().flatten())
+        .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
+        .and_then(|p| p.get("containerPort").cloned())
+}
