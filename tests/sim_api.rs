@@ -775,3 +775,47 @@ async fn a_job_past_its_deadline_fails_and_loses_its_pods() {
     let pods: Api<Pod> = Api::namespaced(sim.client(), "default");
     assert!(pods.list(&ListParams::default().labels("job-name=slow")).await.unwrap().items.is_empty());
 }
+
+/// Every event a scenario causes, with names, uids and resourceVersions.
+async fn scenario_events(seed: u64) -> Vec<String> {
+    let sim = Sim::new(SimConfig { seed, ..config() });
+    let client = sim.client();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let start = sim.resource_version().to_string();
+    namespaces
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap())
+        .await
+        .unwrap();
+    let team = Api::<ConfigMap>::namespaced(client.clone(), "team");
+    let mut generated = configmap("", &[]);
+    generated.metadata.name = None;
+    generated.metadata.generate_name = Some("gen-".to_string());
+    let owner = team.create(&PostParams::default(), &generated).await.unwrap();
+    for _ in 0..2 {
+        team.create(&PostParams::default(), &owned_by(generated.clone(), &[&owner], true)).await.unwrap();
+    }
+    Api::<Pod>::namespaced(client.clone(), "team").create(&PostParams::default(), &pod("p")).await.unwrap();
+    namespaces.delete("team", &DeleteParams::default()).await.unwrap();
+    let all: Api<ConfigMap> = Api::all(client);
+    let stream = all.watch(&WatchParams::default(), &start).await.unwrap();
+    let events: Vec<WatchEvent<ConfigMap>> = stream.take(6).try_collect().await.unwrap();
+    let events: Vec<String> = events
+        .iter()
+        .map(|event| match event {
+            WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => {
+                format!("{} {} {}", event_summary(event), o.uid().unwrap(), o.resource_version().unwrap())
+            }
+            other => panic!("{}", event_summary(other)),
+        })
+        .collect();
+    events
+}
+
+#[tokio::test]
+async fn the_same_seed_and_requests_give_the_same_events() {
+    let events = scenario_events(42).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.split(' ').next().unwrap()).collect();
+    assert_eq!(kinds, ["ADDED", "ADDED", "ADDED", "DELETED", "DELETED", "DELETED"]);
+    assert_eq!(events, scenario_events(42).await);
+    assert_ne!(events, scenario_events(43).await);
+}

@@ -148,7 +148,7 @@ pub enum WatchPoll {
 pub struct Store {
     resource_version: u64,
     registry: Registry,
-    tables: HashMap<ResourceId, Table>,
+    tables: BTreeMap<ResourceId, Table>,
     uids: HashMap<String, ObjectKey>,
     /// Owner uid -> the objects whose ownerReferences name it.
     dependents: HashMap<String, BTreeSet<ObjectKey>>,
