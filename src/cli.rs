@@ -1,5 +1,5 @@
-//! The `kuberay` command line: the commands that read manifests (`validate`, `render`), print the CRDs, and serve
-//! the simulated cluster (`sim serve`).
+//! The `kuberay` command line: the commands that read manifests (`validate`, `render`), print the CRDs, show the
+//! state machines (`fsm`), and serve the simulated cluster (`sim serve`).
 //! Each command writes to the writers it is given and returns its exit code, so tests run it in-process.
 
 use std::io::Write;
@@ -13,6 +13,7 @@ use crate::api::document::{self, Identity, RayObject};
 use crate::api::validation;
 use crate::build::render;
 use crate::config::{FeatureGates, OperatorConfig};
+use crate::machine;
 
 #[derive(Parser, Debug)]
 #[command(name = "kuberay", version, about = "A Kubernetes operator for Ray (KubeRay's ray.io/v1 API)")]
@@ -51,6 +52,11 @@ pub enum Command {
         #[command(subcommand)]
         command: SimCommand,
     },
+    /// The state machines: their states, guards and transitions (`state-machines/*.yaml`).
+    Fsm {
+        #[command(subcommand)]
+        command: FsmCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,6 +81,25 @@ pub enum SimCommand {
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let duration: jiff::SignedDuration = text.parse().map_err(|e| format!("{e}"))?;
     std::time::Duration::try_from(duration).map_err(|e| format!("{e}"))
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FsmCommand {
+    /// One line per machine: its name, size and what it does.
+    List,
+    /// A machine's definition as a text table, a Mermaid state diagram or a Graphviz graph.
+    Show {
+        name: String,
+        #[arg(long, value_enum, default_value_t = FsmFormat::Table)]
+        format: FsmFormat,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FsmFormat {
+    Table,
+    Mermaid,
+    Dot,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -103,6 +128,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             let controllers = crate::sim::ControllerConfig { pod_ready_delay: pod_ready_after, ..Default::default() };
             sim_serve(port, kubeconfig_out.as_deref(), seed, controllers, out)
         }
+        Command::Fsm { command } => fsm(command, out),
     };
     result.unwrap_or_else(|e| {
         let _ = writeln!(err, "error: {e}");
@@ -272,4 +298,67 @@ fn sim_serve(
         sim.serve(listener).await?;
         Ok(EXIT_OK)
     })
+}
+
+fn fsm(command: FsmCommand, out: &mut dyn Write) -> std::io::Result<i32> {
+    match command {
+        FsmCommand::List => {
+            for name in machine::fsm::names() {
+                let definition = machine::fsm::definition(name).map_err(std::io::Error::other)?;
+                let (states, transitions) = (definition.states.len(), definition.transitions.len());
+                writeln!(out, "{name}: {states} states, {transitions} transitions. {}", definition.description)?;
+            }
+        }
+        FsmCommand::Show { name, format } => {
+            let definition = machine::fsm::definition(&name).map_err(std::io::Error::other)?;
+            let text = match format {
+                FsmFormat::Table => definition.table(),
+                FsmFormat::Mermaid => definition.mermaid(),
+                FsmFormat::Dot => definition.dot(),
+            };
+            out.write_all(text.as_bytes())?;
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use rstest::rstest;
+
+    use super::*;
+
+    fn kuberay(args: &[&str]) -> (i32, String, String) {
+        let cli = Cli::parse_from(std::iter::once("kuberay").chain(args.iter().copied()));
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run(cli, &mut out, &mut err);
+        (code, String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
+    }
+
+    #[test]
+    fn fsm_list_names_each_machine_with_its_size() {
+        let (code, out, _) = kuberay(&["fsm", "list"]);
+        assert_eq!(code, EXIT_OK);
+        assert_eq!(out.lines().count(), 1);
+        assert!(out.starts_with("raycluster: 9 states, 23 transitions. The RayCluster lifecycle"), "{out}");
+    }
+
+    #[rstest]
+    #[case::table_by_default(&[], "FROM ")]
+    #[case::mermaid(&["--format", "mermaid"], "stateDiagram-v2\n    [*] --> New\n")]
+    #[case::dot(&["--format", "dot"], "digraph raycluster {\n")]
+    fn fsm_show_renders_the_definition(#[case] format: &[&str], #[case] start: &str) {
+        let args: Vec<&str> = ["fsm", "show", "raycluster"].iter().chain(format).copied().collect();
+        let (code, out, _) = kuberay(&args);
+        assert_eq!(code, EXIT_OK);
+        assert!(out.starts_with(start), "{out}");
+        assert!(out.contains("Suspended"), "{out}");
+    }
+
+    #[test]
+    fn fsm_show_names_the_known_machines_for_an_unknown_one() {
+        let (code, out, err) = kuberay(&["fsm", "show", "rayjob"]);
+        assert_eq!((code, out.as_str()), (EXIT_UNREADABLE, ""));
+        assert_eq!(err, "error: unknown machine \"rayjob\" (known: raycluster)\n");
+    }
 }

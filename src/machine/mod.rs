@@ -9,7 +9,11 @@
 //! Inputs and Decisions are serde types; the journal splits them into content-addressed parts ([`Input::parts`],
 //! [`Decision::parts`]) so that what repeats from one step to the next (a spec, a Pod body) is stored once.
 
+pub mod fixture;
+pub mod fsm;
 pub mod observe;
+mod quantity;
+pub mod raycluster;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -139,6 +143,14 @@ pub struct Expectation {
     pub creates: u32,
     /// Pods whose deletion has been issued and that the observation still shows.
     pub deletes: Vec<String>,
+    /// The group's Pods the observation has shown since the expectation was opened. Created Pods are named by the
+    /// API server (`generateName`), so a Pod missing from this list is how one of the creates becomes visible.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<String>,
+    /// When the creates were issued. Creates still unseen 30 s later are given up (KubeRay's expectation timeout),
+    /// so a Pod removed before it was ever observed, or a create that was never sent, cannot hold its group forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
 }
 
 /// A machine's answer to one Input.
