@@ -3,6 +3,7 @@
 pub mod constants;
 pub mod crd;
 pub mod document;
+pub mod quantity;
 pub mod raycluster;
 pub mod rayjob;
 pub mod rayservice;

@@ -25,6 +25,7 @@ use crate::api::constants::{
     RAY_OVERWRITE_CONTAINER_CMD_ANNOTATION, RAY_REDIS_ADDRESS, REDIS_PASSWORD, REDIS_USERNAME, SERVING_PORT_NAME,
     TPU_RESOURCE, WAIT_GCS_READY_CONTAINER,
 };
+use crate::api::quantity::Amount;
 use crate::api::raycluster::{AutoscalerVersion, CreatorKind, RedisCredential, WorkerGroupSpec};
 use crate::config::OperatorConfig;
 
@@ -386,8 +387,8 @@ fn add_resource_params(params: &mut BTreeMap<String, String>, resources: Option<
     add_accelerator_params(params, limits);
 }
 
-fn nonzero_quantity(list: &BTreeMap<String, Quantity>, name: &str) -> Option<ParsedQuantity> {
-    list.get(name).and_then(|quantity| ParsedQuantity::parse(&quantity.0)).filter(|quantity| !quantity.is_zero())
+fn nonzero_quantity(list: &BTreeMap<String, Quantity>, name: &str) -> Option<Amount> {
+    list.get(name).and_then(|quantity| Amount::parse(&quantity.0)).filter(|quantity| !quantity.is_zero())
 }
 
 /// `num-gpus` from the first non-zero `*gpu` limit, and the first custom accelerator into the `resources` JSON,
@@ -402,7 +403,7 @@ fn add_accelerator_params(params: &mut BTreeMap<String, String>, limits: &BTreeM
     };
     let mut accelerator_present = CUSTOM_ACCELERATORS.iter().any(|(_, ray_name)| ray_resources.contains_key(*ray_name));
     for (name, quantity) in limits {
-        let Some(quantity) = ParsedQuantity::parse(&quantity.0).filter(|quantity| !quantity.is_zero()) else {
+        let Some(quantity) = Amount::parse(&quantity.0).filter(|quantity| !quantity.is_zero()) else {
             continue;
         };
         if !params.contains_key("num-gpus") && name.ends_with(GPU_SUFFIX) {
@@ -745,88 +746,6 @@ fn append_nonempty<T: Clone>(target: &mut Option<Vec<T>>, extra: &Option<Vec<T>>
     }
 }
 
-/// A Kubernetes quantity, exactly: `±mantissa × 10^exp10 × 2^exp2`. k8s-openapi keeps quantities as strings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ParsedQuantity {
-    negative: bool,
-    mantissa: u128,
-    exp10: i32,
-    exp2: u32,
-}
-
-impl ParsedQuantity {
-    /// Parses `<sign><digits>[.<digits>]<suffix>` with a decimal SI (`n u m k M G T P E`), binary SI
-    /// (`Ki … Ei`) or exponent (`e3`, `E-2`) suffix.
-    fn parse(text: &str) -> Option<ParsedQuantity> {
-        let (negative, unsigned) = match text.strip_prefix('-') {
-            Some(rest) => (true, rest),
-            None => (false, text.strip_prefix('+').unwrap_or(text)),
-        };
-        let number_end = unsigned.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(unsigned.len());
-        let (number, suffix) = unsigned.split_at(number_end);
-        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-        let digits = format!("{whole}{fraction}");
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let significant = digits.trim_start_matches('0');
-        let mantissa = if significant.is_empty() { 0 } else { significant.parse::<u128>().ok()? };
-        let (suffix_exp10, exp2) = match suffix {
-            "" => (0, 0),
-            "n" => (-9, 0),
-            "u" => (-6, 0),
-            "m" => (-3, 0),
-            "k" => (3, 0),
-            "M" => (6, 0),
-            "G" => (9, 0),
-            "T" => (12, 0),
-            "P" => (15, 0),
-            "E" => (18, 0),
-            "Ki" => (0, 10),
-            "Mi" => (0, 20),
-            "Gi" => (0, 30),
-            "Ti" => (0, 40),
-            "Pi" => (0, 50),
-            "Ei" => (0, 60),
-            exponent => (exponent.strip_prefix(['e', 'E'])?.parse::<i32>().ok()?, 0),
-        };
-        let exp10 = suffix_exp10.checked_sub(i32::try_from(fraction.len()).ok()?)?;
-        Some(ParsedQuantity { negative, mantissa, exp10, exp2 })
-    }
-
-    fn is_zero(&self) -> bool {
-        self.mantissa == 0
-    }
-
-    /// Go's `Quantity.Value()`: rounded up, away from zero, to an integer; capped at the int64 range.
-    fn value(&self) -> i64 {
-        let magnitude = i64::try_from(self.magnitude_rounded_up()).unwrap_or(i64::MAX);
-        if self.negative { -magnitude } else { magnitude }
-    }
-
-    fn magnitude_rounded_up(&self) -> u128 {
-        if self.mantissa == 0 {
-            return 0;
-        }
-        let Some(binary) = 2u128.checked_pow(self.exp2).and_then(|power| self.mantissa.checked_mul(power)) else {
-            return u128::MAX;
-        };
-        match u32::try_from(self.exp10) {
-            Ok(exp10) => 10u128.checked_pow(exp10).and_then(|power| binary.checked_mul(power)).unwrap_or(u128::MAX),
-            // Below one but not zero when the divisor does not even fit.
-            Err(_) => 10u128.checked_pow(self.exp10.unsigned_abs()).map_or(1, |divisor| binary.div_ceil(divisor)),
-        }
-    }
-
-    /// Go's `AsApproximateFloat64`.
-    fn as_f64(&self) -> f64 {
-        let binary = self.mantissa as f64 * 2f64.powi(self.exp2 as i32);
-        let magnitude =
-            if self.exp10 >= 0 { binary * 10f64.powi(self.exp10) } else { binary / 10f64.powi(-self.exp10) };
-        if self.negative { -magnitude } else { magnitude }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::SecurityContext;
@@ -970,40 +889,6 @@ mod tests {
         "RAY_USAGE_STATS_EXTRA_TAGS",
         "RAY_DASHBOARD_ENABLE_K8S_DISK_USAGE",
     ];
-
-    // ---- quantities ----
-
-    #[rstest]
-    #[case::milli_rounds_up("500m", 1)]
-    #[case::plain("2", 2)]
-    #[case::fraction_rounds_up("1.5", 2)]
-    #[case::leading_dot(".5", 1)]
-    #[case::binary_si("1Gi", 1_073_741_824)]
-    #[case::binary_fraction("1.5Gi", 1_610_612_736)]
-    #[case::decimal_si("2G", 2_000_000_000)]
-    #[case::kilo("1.5k", 1500)]
-    #[case::exponent("1e3", 1000)]
-    #[case::negative_exponent("15E-1", 2)]
-    #[case::nano("1n", 1)]
-    #[case::exa("9E", 9_000_000_000_000_000_000)]
-    #[case::capped_at_int64("10E", i64::MAX)]
-    #[case::negative_rounds_away_from_zero("-500m", -1)]
-    #[case::zero("0", 0)]
-    #[case::zero_milli("0m", 0)]
-    fn quantities_round_up_like_go(#[case] text: &str, #[case] value: i64) {
-        assert_eq!(ParsedQuantity::parse(text).map(|q| q.value()), Some(value));
-    }
-
-    #[rstest]
-    #[case::empty("")]
-    #[case::word("abc")]
-    #[case::two_dots("1.2.3")]
-    #[case::unknown_suffix("1Zi")]
-    #[case::bare_exponent("1e")]
-    #[case::only_sign("-")]
-    fn malformed_quantities_are_rejected(#[case] text: &str) {
-        assert_eq!(ParsedQuantity::parse(text), None);
-    }
 
     #[rstest]
     #[case::integer(4.0, "4")]

@@ -12,7 +12,6 @@
 pub mod fixture;
 pub mod fsm;
 pub mod observe;
-mod quantity;
 pub mod raycluster;
 
 use std::collections::BTreeMap;

@@ -28,13 +28,13 @@ use serde_json::json;
 
 use super::fsm;
 use super::observe::{ClusterObservation, PodView};
-use super::quantity::Amount;
 use super::{
     Command, Decision, EventKind, Expectation, Input, Machine, MachineKind, Memory, Observation, Outcome, Target,
     Trigger,
 };
 use crate::api::RayCluster;
 use crate::api::constants::*;
+use crate::api::quantity::Amount;
 use crate::api::raycluster::{HeadInfo, RayClusterStatus, WorkerGroupSpec, cluster_state};
 use crate::api::validation::validate_ray_cluster;
 use crate::build::names::{

@@ -1,6 +1,6 @@
-//! Kubernetes resource quantities added up as Go's `resource.Quantity.Add` does and printed in its canonical form
-//! (`1500m`, `3Gi`, `2k`), for the desired resources of a RayCluster's status (§2.3). k8s-openapi keeps quantities as
-//! strings, and the status must show the strings KubeRay shows.
+//! Kubernetes resource quantities, exactly as Go's `resource.Quantity` reads, rounds, adds and prints them: the
+//! `ray start` flags take their integer `Value()` (§6.1), the status sums them and prints the canonical form
+//! (`1500m`, `3Gi`, `2k`) KubeRay shows (§2.3). k8s-openapi keeps quantities as strings.
 
 /// The notation a quantity was written in; Go keeps it and prints the sum in it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -16,7 +16,7 @@ enum Format {
 
 /// An exact quantity: `unscaled × 10^scale`, and the notation it prints in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Amount {
+pub struct Amount {
     unscaled: i128,
     scale: i32,
     format: Format,
@@ -31,7 +31,7 @@ const BINARY_SUFFIXES: [&str; 7] = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
 
 impl Amount {
     /// `<sign><digits>[.<digits>]<suffix>`; None for what the API server would have rejected.
-    pub(crate) fn parse(text: &str) -> Option<Amount> {
+    pub fn parse(text: &str) -> Option<Amount> {
         let (negative, unsigned) = match text.strip_prefix('-') {
             Some(rest) => (true, rest),
             None => (false, text.strip_prefix('+').unwrap_or(text)),
@@ -69,12 +69,12 @@ impl Amount {
         Amount { unscaled: quotient + away_from_zero, scale: NANO_SCALE, format: self.format }
     }
 
-    pub(crate) fn is_zero(&self) -> bool {
+    pub fn is_zero(&self) -> bool {
         self.unscaled == 0
     }
 
     /// Go's `Add`: a zero quantity takes the notation of what is added to it.
-    pub(crate) fn add(&mut self, other: Amount) {
+    pub fn add(&mut self, other: Amount) {
         if self.is_zero() {
             self.format = other.format;
         }
@@ -85,13 +85,13 @@ impl Amount {
         self.scale = scale;
     }
 
-    pub(crate) fn times(self, count: i64) -> Amount {
+    pub fn times(self, count: i64) -> Amount {
         Amount { unscaled: self.unscaled.saturating_mul(i128::from(count)), ..self }
     }
 
     /// Go's canonical `String()`: binary notation only for whole numbers of at least 1024, else decimal with an
     /// exponent that is a multiple of 3.
-    pub(crate) fn canonical(&self) -> String {
+    pub fn canonical(&self) -> String {
         if self.unscaled == 0 {
             return "0".to_string();
         }
@@ -124,6 +124,23 @@ impl Amount {
                 .map_or_else(|| format!("e{exponent}"), |(suffix, _)| suffix.to_string()),
         };
         format!("{mantissa}{suffix}")
+    }
+
+    /// Go's `Value()`: rounded up, away from zero, to an integer; capped at the int64 range.
+    pub fn value(&self) -> i64 {
+        let rounded = if self.scale >= 0 {
+            self.unscaled.saturating_mul(pow10(self.scale))
+        } else {
+            let divisor = pow10(-self.scale);
+            let away_from_zero = if self.unscaled % divisor == 0 { 0 } else { self.unscaled.signum() };
+            self.unscaled / divisor + away_from_zero
+        };
+        i64::try_from(rounded).unwrap_or(if rounded < 0 { i64::MIN } else { i64::MAX })
+    }
+
+    /// Go's `AsApproximateFloat64`.
+    pub fn as_f64(&self) -> f64 {
+        self.unscaled as f64 * 10f64.powi(self.scale)
     }
 
     fn integer(&self) -> Option<i128> {
@@ -185,6 +202,38 @@ mod tests {
     #[case("1.2.3")]
     #[case("12Q")]
     fn malformed_quantities_are_none(#[case] text: &str) {
+        assert_eq!(Amount::parse(text), None);
+    }
+
+    #[rstest]
+    #[case::milli_rounds_up("500m", 1)]
+    #[case::plain("2", 2)]
+    #[case::fraction_rounds_up("1.5", 2)]
+    #[case::leading_dot(".5", 1)]
+    #[case::binary_si("1Gi", 1_073_741_824)]
+    #[case::binary_fraction("1.5Gi", 1_610_612_736)]
+    #[case::decimal_si("2G", 2_000_000_000)]
+    #[case::kilo("1.5k", 1500)]
+    #[case::exponent("1e3", 1000)]
+    #[case::negative_exponent("15E-1", 2)]
+    #[case::nano("1n", 1)]
+    #[case::exa("9E", 9_000_000_000_000_000_000)]
+    #[case::capped_at_int64("10E", i64::MAX)]
+    #[case::negative_rounds_away_from_zero("-500m", -1)]
+    #[case::zero("0", 0)]
+    #[case::zero_milli("0m", 0)]
+    fn quantities_round_up_like_go(#[case] text: &str, #[case] value: i64) {
+        assert_eq!(Amount::parse(text).map(|q| q.value()), Some(value));
+    }
+
+    #[rstest]
+    #[case::empty("")]
+    #[case::word("abc")]
+    #[case::two_dots("1.2.3")]
+    #[case::unknown_suffix("1Zi")]
+    #[case::bare_exponent("1e")]
+    #[case::only_sign("-")]
+    fn malformed_quantities_are_rejected_too(#[case] text: &str) {
         assert_eq!(Amount::parse(text), None);
     }
 }
