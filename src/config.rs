@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 /// A feature gate we know, with its default (DEVIATIONS 12: `RayJobDeletionPolicy` is on by default).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Feature {
     RayClusterStatusConditions,
     RayJobDeletionPolicy,
@@ -28,7 +30,8 @@ impl Feature {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Serialized into each journal session, so that replay runs the machines with the gates they ran with.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct FeatureGates {
     overrides: BTreeMap<Feature, bool>,
 }
@@ -67,8 +70,8 @@ impl FeatureGates {
     }
 }
 
-/// The operator env vars of spec §1.4, read once at start-up.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The operator env vars of spec §1.4, read once at start-up (and journaled with each session).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct OperatorConfig {
     pub feature_gates: FeatureGates,
     /// `ENABLE_INIT_CONTAINER_INJECTION` (only a case-insensitive `false` disables it).

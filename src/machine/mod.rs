@@ -259,6 +259,14 @@ pub trait Machine {
     fn step(&self, memory: &Memory, input: &Input) -> Decision;
 }
 
+/// The machine that steps objects of `kind` under `config`; None for a kind no machine steps yet.
+pub fn machine_for(kind: MachineKind, config: &crate::config::OperatorConfig) -> Option<Box<dyn Machine>> {
+    match kind {
+        MachineKind::RayCluster => Some(Box::new(raycluster::RayClusterMachine { config: config.clone() })),
+        MachineKind::RayJob | MachineKind::RayService => None,
+    }
+}
+
 /// A part of an Input or a Decision that the journal stores once, content-addressed: a name and canonical JSON.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Part {
