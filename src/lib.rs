@@ -5,4 +5,5 @@ pub mod api;
 pub mod build;
 pub mod cli;
 pub mod config;
+pub mod journal;
 pub mod machine;
