@@ -2,7 +2,7 @@
 SAMPLES := ../shared/kuberay-v1.3.0/samples
 CARGO ?= cargo
 
-.PHONY: build test run crds lint
+.PHONY: build test run crds lint bench
 
 build:
 	$(CARGO) build --release
@@ -24,3 +24,8 @@ run: build
 # Regenerates deploy/crds/ from the types (a test fails while they are stale).
 crds:
 	$(CARGO) run --quiet -- crd --output-dir deploy/crds
+
+# The journal's figures next to raw sled's (append, replay, bytes per transition), then the crash test at length.
+bench:
+	$(CARGO) bench --bench journal
+	JOURNAL_CRASH_ROUNDS=1000 $(CARGO) test --lib journal::crash_tests -- --nocapture

@@ -5,5 +5,6 @@ pub mod api;
 pub mod build;
 pub mod cli;
 pub mod config;
+pub mod journal;
 pub mod machine;
 pub mod sim;
