@@ -67,7 +67,7 @@ fn journal_append(dir: &Path, work: &[(Input, Decision)], options: &SledOptions)
     let start = Instant::now();
     let mut pending = 0;
     for (input, decision) in work {
-        let seq = journal.append_input(input).expect("append input");
+        let seq = journal.append_input(input, &Default::default()).expect("append input");
         journal.append_decision(&input.object, seq, decision).expect("append decision");
         pending += 2;
         if pending >= GROUP {
@@ -249,7 +249,7 @@ mod micro {
         let mut next = work.iter().cycle();
         bencher.bench_local(|| {
             let (input, decision) = next.next().expect("cycle");
-            let seq = journal.append_input(input).expect("input");
+            let seq = journal.append_input(input, &Default::default()).expect("input");
             journal.append_decision(&input.object, seq, decision).expect("decision")
         });
     }

@@ -15,6 +15,10 @@ use crate::build::render;
 use crate::config::{FeatureGates, OperatorConfig};
 use crate::machine;
 
+mod journal;
+
+pub use journal::{EXIT_DAMAGED, FixtureCommand, JournalCommand};
+
 #[derive(Parser, Debug)]
 #[command(name = "kuberay", version, about = "A Kubernetes operator for Ray (KubeRay's ray.io/v1 API)")]
 pub struct Cli {
@@ -51,6 +55,19 @@ pub enum Command {
     Sim {
         #[command(subcommand)]
         command: SimCommand,
+    },
+    /// The decision journal: replay, audit, explain, count, export and import recorded decisions.
+    Journal {
+        /// The journal's directory.
+        #[arg(long, default_value = "./journal", global = true)]
+        journal: PathBuf,
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
+    /// Scenario fixtures that drive the machines deterministically.
+    Fixture {
+        #[command(subcommand)]
+        command: FixtureCommand,
     },
     /// The state machines: their states, guards and transitions (`state-machines/*.yaml`).
     Fsm {
@@ -129,8 +146,16 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             sim_serve(port, kubeconfig_out.as_deref(), seed, controllers, out)
         }
         Command::Fsm { command } => fsm(command, out),
+        Command::Journal { journal: dir, command } => journal::journal(&dir, command, out, err),
+        Command::Fixture { command: FixtureCommand::Run { files, journal: dir } } => {
+            journal::fixture_run(&files, &dir, out, err)
+        }
     };
     result.unwrap_or_else(|e| {
+        // A reader that stopped early (`| head`) is not an error of ours.
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return EXIT_OK;
+        }
         let _ = writeln!(err, "error: {e}");
         EXIT_UNREADABLE
     })

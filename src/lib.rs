@@ -5,6 +5,7 @@ pub mod api;
 pub mod build;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod journal;
 pub mod machine;
 pub mod sim;

@@ -39,7 +39,7 @@ fn crash_child() {
     loop {
         for _ in 0..1 + rng.below(8) {
             let (input, decision) = transitions.next().unwrap();
-            let seq = journal.append_input(input).unwrap();
+            let seq = journal.append_input(input, &Default::default()).unwrap();
             journal.append_decision(&input.object, seq, decision).unwrap();
         }
         let durable = journal.commit().unwrap();

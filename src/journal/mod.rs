@@ -14,6 +14,7 @@
 
 pub mod blob;
 mod export;
+pub mod history;
 pub mod marker;
 mod read;
 pub mod record;
@@ -36,7 +37,7 @@ use std::path::Path;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::{Deserialize, Serialize};
 
-use crate::machine::{Decision, Input, ObjectRef, Observation, Part, PartsError};
+use crate::machine::{Decision, Input, Memory, ObjectRef, Observation, Part, PartsError};
 use blob::{BlobReader, Hash};
 use marker::{Marker, MarkerRead, MarkerState};
 use record::{
@@ -174,6 +175,9 @@ pub struct Cut {
     /// How many records were removed.
     pub records: u64,
 }
+
+/// The part of an Input record that holds the engine's memory for the object before the step.
+pub const MEMORY_PART: &str = "memory";
 
 /// How many recently written blobs the journal remembers (a part by the hash of its unredacted bytes, a manifest by
 /// its own), so that a part seen before is neither redacted nor looked up again. Forgotten whole when full.
@@ -413,9 +417,11 @@ impl<S: Store> Journal<S> {
         self.next_seq
     }
 
-    /// Journals an Input; returns its seq.
-    pub fn append_input(&mut self, input: &Input) -> Result<u64, JournalError> {
-        let seq = self.append(Kind::Input, Some(&input.object), &input.parts()?)?;
+    /// Journals an Input with the memory the machine steps from (replay starts from it); returns its seq.
+    pub fn append_input(&mut self, input: &Input, memory: &Memory) -> Result<u64, JournalError> {
+        let mut parts = input.parts()?;
+        parts.push(Part { name: MEMORY_PART.to_string(), json: serde_json::to_vec(memory)? });
+        let seq = self.append(Kind::Input, Some(&input.object), &parts)?;
         if observes_gone(&input.observation) {
             self.mark_gone(&input.object, input.now.0.as_millisecond())?;
         }
@@ -629,10 +635,10 @@ mod tests {
     fn repeated_values_are_stored_once() {
         let mut journal = Journal::in_memory().unwrap();
         let (input, decision) = synthetic::transitions(1, 1).next().unwrap();
-        let first = journal.append_input(&input).unwrap();
+        let first = journal.append_input(&input, &Default::default()).unwrap();
         journal.append_decision(&input.object, first, &decision).unwrap();
         let blobs = journal.stats().unwrap().blobs;
-        let again = journal.append_input(&input).unwrap();
+        let again = journal.append_input(&input, &Default::default()).unwrap();
         journal.append_decision(&input.object, again, &decision).unwrap();
         assert_eq!(journal.stats().unwrap().blobs, blobs, "the same Input and Decision add no blob");
         let head_creates = decision.commands.iter().filter(|c| matches!(c, Command::Create { .. })).count();
@@ -661,13 +667,13 @@ mod tests {
     fn an_input_showing_the_object_gone_starts_its_retention_clock() {
         let mut journal = Journal::in_memory().unwrap();
         let (mut input, _) = synthetic::transitions(1, 1).next().unwrap();
-        journal.append_input(&input).unwrap();
+        journal.append_input(&input, &Default::default()).unwrap();
         assert_eq!(journal.objects().unwrap()[0].gone_at, None);
         input.now = Time(jiff::Timestamp::from_second(100).unwrap());
         input.observation = Observation::RayCluster(Default::default());
-        journal.append_input(&input).unwrap();
+        journal.append_input(&input, &Default::default()).unwrap();
         input.now = Time(jiff::Timestamp::from_second(200).unwrap());
-        journal.append_input(&input).unwrap();
+        journal.append_input(&input, &Default::default()).unwrap();
         assert_eq!(journal.objects().unwrap()[0].gone_at, Some(jiff::Timestamp::from_second(100).unwrap()));
     }
 
@@ -712,7 +718,11 @@ mod tests {
         assert_eq!(seqs(&entries), (1..from).collect::<Vec<_>>());
         assert_eq!(damage, []);
         let (input, _) = synthetic::transitions(1, 1).next().unwrap();
-        assert_eq!(journal.append_input(&input).unwrap(), from, "the journal goes on where the cut was");
+        assert_eq!(
+            journal.append_input(&input, &Default::default()).unwrap(),
+            from,
+            "the journal goes on where the cut was"
+        );
     }
 
     #[test]
@@ -821,7 +831,7 @@ mod tests {
             assert!(body.to_string().contains(CANARY) || body["kind"] == "Secret", "the canary is in {body}");
         }
         decision.commands = bodies.into_iter().map(|object| Command::Create { object }).collect();
-        let seq = journal.append_input(&input).unwrap();
+        let seq = journal.append_input(&input, &Default::default()).unwrap();
         journal.append_decision(&input.object, seq, &decision).unwrap();
         journal.commit().unwrap();
         let exported = {

@@ -8,7 +8,7 @@ use super::blob::{BlobFault, BlobReader, Hash};
 use super::record::{StoredRecord, index_key, index_key_seq, key_seq, seq_key, unseal};
 use super::store::{Store, TreeId};
 use super::{Damage, DamageKind, Journal, JournalError, Kind, SESSIONS, Session};
-use crate::machine::{Decision, Input, ObjectRef, Part};
+use crate::machine::{Decision, Input, Memory, ObjectRef, Part};
 
 /// A record read back whole: its parts' bytes resolved and checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +24,15 @@ impl Entry {
     pub fn input(&self) -> Result<Input, JournalError> {
         self.expect(Kind::Input)?;
         Ok(Input::from_parts(&self.parts)?)
+    }
+
+    /// The engine's memory before the step this Input started (empty for records written without one).
+    pub fn memory(&self) -> Result<Memory, JournalError> {
+        self.expect(Kind::Input)?;
+        match self.parts.iter().find(|part| part.name == super::MEMORY_PART) {
+            Some(part) => Ok(serde_json::from_slice(&part.json)?),
+            None => Ok(Memory::default()),
+        }
     }
 
     pub fn decision(&self) -> Result<Decision, JournalError> {
@@ -423,7 +432,7 @@ mod tests {
         // The name of the first cluster again, under a new uid: a new object.
         let mut reborn = written[0].input.clone();
         reborn.object.uid = "reborn".into();
-        journal.append_input(&reborn).unwrap();
+        journal.append_input(&reborn, &Default::default()).unwrap();
         journal.commit().unwrap();
 
         let summaries = journal.objects().unwrap();

@@ -235,7 +235,7 @@ mod tests {
         let mut gone = written[0].input.clone();
         gone.now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(1000));
         gone.observation = Observation::RayCluster(Default::default());
-        journal.append_input(&gone).unwrap();
+        journal.append_input(&gone, &Default::default()).unwrap();
         gone.object
     }
 

@@ -23,7 +23,7 @@ pub struct Written {
 pub fn write<S: Store>(journal: &mut Journal<S>, clusters: usize, steps: usize) -> Vec<Written> {
     super::synthetic::transitions(clusters, steps)
         .map(|(input, decision)| {
-            let input_seq = journal.append_input(&input).unwrap();
+            let input_seq = journal.append_input(&input, &Default::default()).unwrap();
             let decision_seq = journal.append_decision(&input.object, input_seq, &decision).unwrap();
             Written { input_seq, decision_seq, input, decision }
         })

@@ -199,6 +199,25 @@ pub struct Expect {
 pub struct FixtureError(pub String);
 
 impl Fixture {
+    /// The machine this fixture drives: the kind of its first Ray object.
+    pub fn machine_kind(&self) -> Result<MachineKind, FixtureError> {
+        self.objects
+            .iter()
+            .find_map(|object| match object["kind"].as_str() {
+                Some("RayCluster") => Some(MachineKind::RayCluster),
+                Some("RayJob") => Some(MachineKind::RayJob),
+                Some("RayService") => Some(MachineKind::RayService),
+                _ => None,
+            })
+            .ok_or_else(|| FixtureError("no RayCluster, RayJob or RayService among the objects".to_string()))
+    }
+
+    /// The clock at the first step.
+    pub fn start_time(&self) -> Result<Time, FixtureError> {
+        let start = self.start.as_deref().unwrap_or(DEFAULT_START);
+        start.parse::<jiff::Timestamp>().map(Time).map_err(|e| FixtureError(format!("start: {start}: {e}")))
+    }
+
     pub fn parse(text: &str) -> Result<Fixture, FixtureError> {
         serde_saphyr::from_str(text).map_err(|e| FixtureError(e.to_string()))
     }
@@ -244,8 +263,17 @@ pub struct Report {
 
 /// Drives `machine` through `fixture` from empty memory; stops at the first mismatch.
 pub fn run(machine: &dyn Machine, fixture: &Fixture) -> Report {
+    run_with(machine.kind(), &mut |memory, input| Ok(machine.step(memory, input)), fixture)
+}
+
+/// Steps one machine's object, from memory and an Input to a Decision: the machine itself, or the engine that
+/// journals around it.
+pub type Stepper<'a> = dyn FnMut(&Memory, &Input) -> Result<Decision, String> + 'a;
+
+/// [`run`] with the steps taken by `step` (the engine's path in `kuberay fixture run`).
+pub fn run_with(kind: MachineKind, step: &mut Stepper<'_>, fixture: &Fixture) -> Report {
     let mut report = Report { fixture: fixture.name.clone(), steps: Vec::new(), mismatch: None };
-    if let Err(mismatch) = drive(machine, fixture, &mut report.steps) {
+    if let Err(mismatch) = drive(kind, step, fixture, &mut report.steps) {
         report.mismatch = Some(mismatch);
     }
     report
@@ -255,13 +283,17 @@ fn mismatch(step: usize, what: &str, expected: impl fmt::Display, actual: impl f
     Mismatch { step, what: what.to_string(), expected: expected.to_string(), actual: actual.to_string() }
 }
 
-fn drive(machine: &dyn Machine, fixture: &Fixture, records: &mut Vec<StepRecord>) -> Result<(), Mismatch> {
+fn drive(
+    kind: MachineKind,
+    step_machine: &mut Stepper<'_>,
+    fixture: &Fixture,
+    records: &mut Vec<StepRecord>,
+) -> Result<(), Mismatch> {
     let setup = |what: &str, error: String| mismatch(0, what, "a usable fixture", error);
-    let definition = fsm::definition_of(machine.kind()).map_err(|e| setup("definition", e.to_string()))?;
-    let start = fixture.start.as_deref().unwrap_or(DEFAULT_START);
-    let mut now = start.parse::<jiff::Timestamp>().map_err(|e| setup("start", format!("{start}: {e}")))?;
+    let definition = fsm::definition_of(kind).map_err(|e| setup("definition", e.to_string()))?;
+    let mut now = fixture.start_time().map_err(|e| setup("start", e.0))?.0;
     let mut store = Store::new(fixture).map_err(|e| setup("objects", e))?;
-    let object = store.machine_object(machine.kind()).map_err(|e| setup("objects", e))?;
+    let object = store.machine_object(kind).map_err(|e| setup("objects", e))?;
     let mut memory = Memory::default();
     let mut before_commands: Option<Store> = None;
     let mut lagging: Option<Store> = None;
@@ -305,7 +337,7 @@ fn drive(machine: &dyn Machine, fixture: &Fixture, records: &mut Vec<StepRecord>
         let seen = lagging.as_ref().unwrap_or(&store);
         let observation = seen.observe(&object).map_err(|e| mismatch(number, "observation", "decodable objects", e))?;
         let input = Input { object: object.clone(), trigger, now: Time(now), observation };
-        let decision = machine.step(&memory, &input);
+        let decision = step_machine(&memory, &input).map_err(|e| mismatch(number, "step", "a journaled step", e))?;
         let from = if memory.state.is_empty() { definition.initial.clone() } else { memory.state.clone() };
         let transition = definition.transition(&from, &decision.next, &decision.reason);
         let record = StepRecord { memory: memory.clone(), input, decision, transition };

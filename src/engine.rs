@@ -1,0 +1,71 @@
+//! The path every decision takes (DESIGN.md): the Input is journaled with the memory it steps from, the machine
+//! steps, the Decision is journaled. Its commands may run only once [`Engine::commit`] has made it durable
+//! (write-ahead); many steps share one commit (group commit). The runtime and `kuberay fixture run` step machines
+//! through here, and replay reads what it wrote.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::config::OperatorConfig;
+use crate::journal::store::{SledStore, Store};
+use crate::journal::{Journal, JournalError, Session};
+use crate::machine::{Decision, Input, Machine, MachineKind, Memory, machine_for};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("the configuration does not serialize: {0}")]
+    Config(#[from] serde_json::Error),
+    #[error("no machine steps {0:?} objects yet")]
+    NoMachine(MachineKind),
+}
+
+/// The machines of one operator configuration over one journal.
+pub struct Engine<S: Store = SledStore> {
+    journal: Journal<S>,
+    machines: BTreeMap<MachineKind, Box<dyn Machine>>,
+}
+
+impl<S: Store> Engine<S> {
+    /// Starts a session: its header records the configuration the machines run with, so that replay runs them the
+    /// same way.
+    pub fn start(mut journal: Journal<S>, config: &OperatorConfig, now: Time) -> Result<Self, EngineError> {
+        let session = Session {
+            operator: env!("CARGO_PKG_VERSION").to_string(),
+            started: now,
+            config: serde_json::to_value(config)?,
+        };
+        journal.append_session(&session)?;
+        let machines = [MachineKind::RayCluster, MachineKind::RayJob, MachineKind::RayService]
+            .into_iter()
+            .filter_map(|kind| machine_for(kind, config).map(|machine| (kind, machine)))
+            .collect();
+        Ok(Engine { journal, machines })
+    }
+
+    /// One step: journal the Input and the memory, step the machine, journal the Decision. The Decision is not
+    /// durable (and its commands must not run) until [`Engine::commit`].
+    pub fn step(&mut self, memory: &Memory, input: &Input) -> Result<Decision, EngineError> {
+        let kind = input.object.kind;
+        let machine = self.machines.get(&kind).ok_or(EngineError::NoMachine(kind))?;
+        let input_seq = self.journal.append_input(input, memory)?;
+        let decision = machine.step(memory, input);
+        self.journal.append_decision(&input.object, input_seq, &decision)?;
+        Ok(decision)
+    }
+
+    /// Makes every step so far durable at one point; returns the durable seq.
+    pub fn commit(&mut self) -> Result<u64, EngineError> {
+        Ok(self.journal.commit()?)
+    }
+
+    pub fn journal(&self) -> &Journal<S> {
+        &self.journal
+    }
+
+    pub fn into_journal(self) -> Journal<S> {
+        self.journal
+    }
+}
