@@ -241,6 +241,19 @@ mod micro {
         bencher.bench(|| input.parts().map(|parts| parts.len()));
     }
 
+    /// One step of the RayCluster machine on a realistic Input (a provisioned cluster with its Pods and Services):
+    /// the pure decision alone, without the journal.
+    #[divan::bench]
+    fn step_the_raycluster_machine(bencher: divan::Bencher) {
+        let config = kuberay::config::OperatorConfig::default();
+        let machine =
+            kuberay::machine::machine_for(kuberay::machine::MachineKind::RayCluster, &config).expect("machine");
+        let work: Vec<_> = transitions(1, 5).collect();
+        let (input, decision) = work.last().expect("a transition");
+        let memory = decision.memory.clone();
+        bencher.bench(|| machine.step(divan::black_box(&memory), divan::black_box(input)).commands.len());
+    }
+
     /// A transition appended to a journal in memory: the journal's own work, without sled.
     #[divan::bench]
     fn append_a_transition_in_memory(bencher: divan::Bencher) {

@@ -253,8 +253,9 @@ impl Command {
     }
 }
 
-/// A state machine: a pure function from (memory, input) to a decision.
-pub trait Machine {
+/// A state machine: a pure function from (memory, input) to a decision. Machines are shared by the workers that
+/// step objects concurrently, hence Send + Sync.
+pub trait Machine: Send + Sync {
     fn kind(&self) -> MachineKind;
     fn step(&self, memory: &Memory, input: &Input) -> Decision;
 }
