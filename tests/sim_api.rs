@@ -6,11 +6,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
+use http_body_util::BodyExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::core::Status;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -518,6 +521,129 @@ async fn ray_crds_serve_ray_clusters_with_their_status_subresource() {
     crds.delete("rayclusters.ray.io", &DeleteParams::default()).await.unwrap();
     assert_eq!(crds.get_opt("rayclusters.ray.io").await.unwrap().map(|c| c.name_any()), None);
     assert_eq!(status(clusters.list(&ListParams::default()).await).code, 404);
+}
+
+fn ray_clusters(client: &Client) -> Api<DynamicObject> {
+    let gvk = kube::api::GroupVersionKind::gvk("ray.io", "v1", "RayCluster");
+    Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk_with_plural(&gvk, "rayclusters"))
+}
+
+fn ray_cluster_with(spec: Value) -> DynamicObject {
+    serde_json::from_value(
+        json!({"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "c"}, "spec": spec}),
+    )
+    .unwrap()
+}
+
+fn head_group() -> Value {
+    json!({"template": {"spec": {"containers": [{"name": "ray-head", "image": "rayproject/ray:2.41.0"}]}}})
+}
+
+fn causes(status: &Status) -> Vec<(String, String)> {
+    let details = status.details.as_ref().unwrap();
+    details.causes.iter().map(|c| (c.field.clone(), c.reason.clone())).collect()
+}
+
+#[rstest]
+#[case::no_head_group(json!({}), "spec.headGroupSpec: Required value", &[("spec.headGroupSpec", "FieldValueRequired")])]
+#[case::replicas_as_text(
+    json!({"headGroupSpec": head_group(), "workerGroupSpecs": [{"groupName": "w", "replicas": "three", "template": {}}]}),
+    "spec.workerGroupSpecs[0].replicas: Invalid value: \"string\": spec.workerGroupSpecs[0].replicas in body must be of type integer: \"string\"",
+    &[("spec.workerGroupSpecs[0].replicas", "FieldValueTypeInvalid")],
+)]
+#[case::two_problems(
+    json!({"headGroupSpec": {"rayStartParams": {}}, "workerGroupSpecs": [{"template": {}}]}),
+    "[spec.headGroupSpec.template: Required value, spec.workerGroupSpecs[0].groupName: Required value]",
+    &[("spec.headGroupSpec.template", "FieldValueRequired"), ("spec.workerGroupSpecs[0].groupName", "FieldValueRequired")],
+)]
+#[case::unknown_manager(
+    json!({"headGroupSpec": head_group(), "managedBy": "someone"}),
+    "spec.managedBy: Invalid value: \"string\": the managedBy field value must be either 'ray.io/kuberay-operator' or 'kueue.x-k8s.io/multikueue'",
+    &[("spec.managedBy", "FieldValueInvalid")],
+)]
+#[case::upscaling_mode(
+    json!({"headGroupSpec": head_group(), "autoscalerOptions": {"upscalingMode": "Fast"}}),
+    "spec.autoscalerOptions.upscalingMode: Unsupported value: \"Fast\": supported values: \"Default\", \"Aggressive\", \"Conservative\", \"null\"",
+    &[("spec.autoscalerOptions.upscalingMode", "FieldValueNotSupported")],
+)]
+#[tokio::test]
+async fn ray_clusters_that_violate_the_crd_schema_are_invalid(
+    #[case] spec: Value,
+    #[case] message: &str,
+    #[case] expected: &[(&str, &str)],
+) {
+    let client = client();
+    create_ray_crds(&client).await;
+    let refused = status(ray_clusters(&client).create(&PostParams::default(), &ray_cluster_with(spec)).await);
+    assert_eq!((refused.code, refused.reason.as_str()), (422, "Invalid"));
+    assert_eq!(refused.message, format!("RayCluster.ray.io \"c\" is invalid: {message}"));
+    let expected: Vec<(String, String)> = expected.iter().map(|(f, r)| (f.to_string(), r.to_string())).collect();
+    assert_eq!(causes(&refused), expected);
+}
+
+#[tokio::test]
+async fn ray_clusters_get_the_crd_defaults_and_lose_unknown_fields() {
+    let client = client();
+    create_ray_crds(&client).await;
+    let spec = json!({
+        "headGroupSpec": head_group(),
+        "workerGroupSpecs": [{"groupName": "w", "template": {}, "colour": "blue"}],
+        "typo": true,
+    });
+    let created = ray_clusters(&client).create(&PostParams::default(), &ray_cluster_with(spec)).await.unwrap();
+    let spec = &created.data["spec"];
+    assert_eq!(spec["headGroupSpec"]["rayStartParams"], json!({}));
+    let worker = &spec["workerGroupSpecs"][0];
+    assert_eq!((worker["numOfHosts"].clone(), worker["replicas"].clone()), (json!(1), json!(0)));
+    assert_eq!((worker["minReplicas"].clone(), worker["maxReplicas"].clone()), (json!(0), json!(2147483647)));
+    assert_eq!((worker.get("colour"), spec.get("typo")), (None, None));
+}
+
+#[tokio::test]
+async fn unknown_fields_are_warned_of_or_refused_under_strict_validation() {
+    use tower::ServiceExt;
+    let sim = Sim::new(config());
+    let client = sim.client();
+    create_ray_crds(&client).await;
+    let body = json!({"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "c"},
+                      "spec": {"headGroupSpec": head_group(), "typo": 1}});
+    let post = |query: &str| {
+        http::Request::post(format!("/apis/ray.io/v1/namespaces/default/rayclusters{query}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+            .unwrap()
+    };
+    let strict = sim.service().oneshot(post("?fieldValidation=Strict")).await.unwrap();
+    assert_eq!(strict.status(), 400);
+    let answer: Value = serde_json::from_slice(&strict.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(
+        answer["message"],
+        "RayCluster in version \"v1\" cannot be handled as a RayCluster: strict decoding error: unknown field \"spec.typo\""
+    );
+    let warned = sim.service().oneshot(post("")).await.unwrap();
+    assert_eq!(warned.status(), 201);
+    let warnings: Vec<&str> = warned.headers().get_all("warning").iter().map(|w| w.to_str().unwrap()).collect();
+    assert_eq!(warnings, ["299 - \"unknown field \\\"spec.typo\\\"\""]);
+}
+
+#[tokio::test]
+async fn the_managed_by_field_cannot_change() {
+    let client = client();
+    create_ray_crds(&client).await;
+    let clusters = ray_clusters(&client);
+    let spec = json!({"headGroupSpec": head_group(), "managedBy": "ray.io/kuberay-operator"});
+    clusters.create(&PostParams::default(), &ray_cluster_with(spec)).await.unwrap();
+    let change = Patch::Merge(json!({"spec": {"managedBy": "kueue.x-k8s.io/multikueue"}}));
+    let refused = status(clusters.patch("c", &PatchParams::default(), &change).await);
+    assert_eq!(
+        refused.message,
+        "RayCluster.ray.io \"c\" is invalid: spec.managedBy: Invalid value: \"string\": the managedBy field is immutable"
+    );
+    let unknown = Patch::Merge(json!({"spec": {"typo": 1}}));
+    let strict = status(clusters.patch("c", &PatchParams::default().validation_strict(), &unknown).await);
+    assert_eq!(strict.code, 400);
+    let label = Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}}));
+    assert!(clusters.patch("c", &PatchParams::default().validation_strict(), &label).await.is_ok());
 }
 
 #[tokio::test]

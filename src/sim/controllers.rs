@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use super::clock::format_time;
 use super::resources::{ResourceId, ResourceType};
 use super::selector::LabelSelector;
-use super::store::{DeleteOptions, ListOptions, Propagation, Store, Subresource, WatchPoll};
+use super::store::{DeleteOptions, FieldValidation, ListOptions, Propagation, Store, Subresource, WatchPoll};
 
 /// How the simulated kubelet paces and fails Pods.
 #[derive(Clone, Debug)]
@@ -278,7 +278,14 @@ impl Controllers {
             }
             Step::JobDeadline => return,
         }
-        let _ = store.update(&pods, Some(&target.namespace), &target.name, next, Subresource::Status);
+        let _ = store.update(
+            &pods,
+            Some(&target.namespace),
+            &target.name,
+            next,
+            Subresource::Status,
+            FieldValidation::Ignore,
+        );
     }
 
     fn reconcile_job(&mut self, store: &mut Store, namespace: &str, name: &str, now: Instant) {
@@ -334,7 +341,7 @@ impl Controllers {
         } else if succeeded < completions {
             let wanted = parallelism.min(completions - succeeded) - active_count;
             for _ in 0..wanted.max(0) {
-                if store.create(&pods, Some(namespace), pod_for(&job)).is_ok() {
+                if store.create(&pods, Some(namespace), pod_for(&job), FieldValidation::Ignore).is_ok() {
                     active_count += 1;
                 }
             }
@@ -368,7 +375,7 @@ impl Controllers {
         if job.get("status") != Some(&status) {
             let mut next = job.as_ref().clone();
             next["status"] = status;
-            let _ = store.update(&jobs, Some(namespace), name, next, Subresource::Status);
+            let _ = store.update(&jobs, Some(namespace), name, next, Subresource::Status, FieldValidation::Ignore);
         }
     }
 }
@@ -534,11 +541,18 @@ fn reconcile_endpoints(store: &mut Store, namespace: &str) {
                             }
                         }
                     }
-                    let _ = store.update(&endpoints, Some(namespace), name, next, Subresource::Main);
+                    let _ = store.update(
+                        &endpoints,
+                        Some(namespace),
+                        name,
+                        next,
+                        Subresource::Main,
+                        FieldValidation::Ignore,
+                    );
                 }
             }
             Err(_) => {
-                let _ = store.create(&endpoints, Some(namespace), desired);
+                let _ = store.create(&endpoints, Some(namespace), desired, FieldValidation::Ignore);
             }
         }
     }

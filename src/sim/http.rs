@@ -17,7 +17,9 @@ use super::Shared;
 use super::error::ApiError;
 use super::resources::ResourceType;
 use super::selector::{FieldSelector, LabelSelector};
-use super::store::{DeleteOptions, Deleted, ListOptions, PatchKind, PatchRequest, Propagation, Subresource};
+use super::store::{
+    DeleteOptions, Deleted, FieldValidation, ListOptions, PatchKind, PatchRequest, Propagation, Store, Subresource,
+};
 use super::watch::{self, WatchPlan, present};
 
 /// The body of every answer: a whole JSON document, or a watch stream.
@@ -37,7 +39,8 @@ const GIT_VERSION: &str = "v1.33.0";
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 
 pub async fn handle(shared: Arc<Shared>, parts: http::request::Parts, body: Bytes) -> Response<SimBody> {
-    match route(&shared, &parts, &body) {
+    let mut warnings = Vec::new();
+    let mut response = match route(&shared, &parts, &body, &mut warnings) {
         Ok(Reply::Json(status, value)) => json_response(status, &value),
         Ok(Reply::Text(text)) => {
             let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed_unsync());
@@ -54,7 +57,24 @@ pub async fn handle(shared: Arc<Shared>, parts: http::request::Parts, body: Byte
             StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             &error.status(),
         ),
+    };
+    for warning in warnings {
+        // RFC 7234 warning headers, code 299, as the API server sends them (kubectl prints them).
+        let text = format!("299 - {}", serde_json::to_string(&warning).unwrap_or_default());
+        if let Ok(value) = header::HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
     }
+    response
+}
+
+/// A write whose warnings go to the answer.
+fn write<R>(shared: &Shared, warnings: &mut Vec<String>, f: impl FnOnce(&mut Store) -> R) -> R {
+    shared.write(|store| {
+        let result = f(store);
+        warnings.extend(store.take_warnings());
+        result
+    })
 }
 
 pub fn json_response(status: StatusCode, value: &Value) -> Response<SimBody> {
@@ -90,7 +110,12 @@ struct Target {
     subresource: Subresource,
 }
 
-fn route(shared: &Shared, parts: &http::request::Parts, body: &[u8]) -> Result<Reply, ApiError> {
+fn route(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    body: &[u8],
+    warnings: &mut Vec<String>,
+) -> Result<Reply, ApiError> {
     let segments: Vec<String> = parts
         .uri
         .path()
@@ -116,8 +141,8 @@ fn route(shared: &Shared, parts: &http::request::Parts, body: &[u8]) -> Result<R
         ["api", version] => get_only(shared.read(|s| s.registry().resource_list("", version))),
         ["apis", group] => get_only(shared.read(|s| s.registry().group_document(group))),
         ["apis", group, version] => get_only(shared.read(|s| s.registry().resource_list(group, version))),
-        ["api", version, rest @ ..] => resource_request(shared, parts, body, "", version, rest),
-        ["apis", group, version, rest @ ..] => resource_request(shared, parts, body, group, version, rest),
+        ["api", version, rest @ ..] => resource_request(shared, parts, body, "", version, rest, warnings),
+        ["apis", group, version, rest @ ..] => resource_request(shared, parts, body, group, version, rest, warnings),
         _ => Err(ApiError::no_such_path()),
     }
 }
@@ -165,9 +190,11 @@ fn resource_request(
     group: &str,
     version: &str,
     rest: &[&str],
+    warnings: &mut Vec<String>,
 ) -> Result<Reply, ApiError> {
     let target = target(shared, group, version, rest)?;
     let query = query(parts);
+    let field_validation = FieldValidation::parse(query.get("fieldValidation").map_or("", String::as_str))?;
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let media_type = content_type.split(';').next().unwrap_or_default().trim();
     // Only JSON is spoken: clients that try protobuf first (kubectl) fall back to JSON on 415.
@@ -203,12 +230,13 @@ fn resource_request(
         (&Method::GET, Some(name)) => shared.read(|s| s.get(resource, namespace, name)).map(|o| ok(&o)),
         (&Method::POST, None) => {
             let body = parse_json(body)?;
-            let created = shared.write(|s| s.create(resource, namespace, body))?;
+            let created = write(shared, warnings, |s| s.create(resource, namespace, body, field_validation))?;
             Ok(Reply::Json(StatusCode::CREATED, present(resource, &target.version, &created)))
         }
         (&Method::PUT, Some(name)) => {
             let body = parse_json(body)?;
-            shared.write(|s| s.update(resource, namespace, name, body, target.subresource)).map(|o| ok(&o))
+            write(shared, warnings, |s| s.update(resource, namespace, name, body, target.subresource, field_validation))
+                .map(|o| ok(&o))
         }
         (&Method::PATCH, Some(name)) => {
             let force = query.get("force").is_some_and(|f| f == "true");
@@ -231,8 +259,14 @@ fn resource_request(
             };
             let patch = if matches!(kind, PatchKind::Apply { .. }) { parse_yaml(body)? } else { parse_json(body)? };
             let manager = query.get("fieldManager").map(String::as_str);
-            let request = PatchRequest { kind, body: &patch, subresource: target.subresource, field_manager: manager };
-            let (object, created) = shared.write(|s| s.patch(resource, namespace, name, &request))?;
+            let request = PatchRequest {
+                kind,
+                body: &patch,
+                subresource: target.subresource,
+                field_manager: manager,
+                field_validation,
+            };
+            let (object, created) = write(shared, warnings, |s| s.patch(resource, namespace, name, &request))?;
             let status = if created { StatusCode::CREATED } else { StatusCode::OK };
             Ok(Reply::Json(status, present(resource, &target.version, &object)))
         }

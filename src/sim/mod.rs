@@ -42,6 +42,9 @@
 //!   Service at 10.96.0.1) terminate by deleting their contents, held by `spec.finalizers: [kubernetes]` until
 //!   empty. CRDs get the `customresourcecleanup.apiextensions.k8s.io` finalizer, are established at once, and on
 //!   deletion remove their custom resources before they go.
+//! - Custom resources are held to their CRD's structural schema ([`schema`]): unknown fields pruned (a `Warning`
+//!   header each; 400 under `fieldValidation=Strict`), `default`s applied, then 422 Invalid with one cause per field.
+//!   Built-in kinds keep every field they are sent (no strict decoding against their Go types).
 //! - Errors are `Status` objects with the real codes, reasons, messages and details.
 //!
 //! # Approximations
@@ -63,7 +66,7 @@
 //!   or token injection, no quota, no RBAC (every request is allowed).
 //! - Core Events and `events.k8s.io` Events are stored apart (the real server converts between them) and never
 //!   expire. Custom resources served at several versions are stored once without conversion (as the `None`
-//!   strategy does). Custom resources are not validated against the CRD's schema yet. `dryRun` is refused.
+//!   strategy does). `dryRun` is refused.
 //! - No protobuf, no Table output, no OpenAPI, no aggregated discovery: clients fall back to JSON documents.
 
 mod clock;
@@ -74,6 +77,7 @@ mod http;
 pub mod patch;
 pub mod resources;
 mod rng;
+pub mod schema;
 pub mod selector;
 pub mod store;
 mod watch;
