@@ -213,6 +213,11 @@ impl ApiError {
         )
     }
 
+    /// An `Accept` header that offers no media type the server writes.
+    pub fn not_acceptable() -> ApiError {
+        ApiError::new(406, "NotAcceptable", "only the following media types are accepted: application/json")
+    }
+
     pub fn internal(message: &str) -> ApiError {
         ApiError::new(500, "InternalError", format!("Internal error occurred: {message}"))
             .with_details(json!({"causes": [{"message": message}]}))

@@ -16,7 +16,10 @@ use serde_json::{Value, json};
 use super::Shared;
 use super::error::ApiError;
 use super::resources::ResourceType;
+use super::openapi;
+use super::protobuf::{self, ProtobufError};
 use super::selector::{FieldSelector, LabelSelector};
+use super::table::{self, IncludeObject, Rendering};
 use super::store::{
     DeleteOptions, Deleted, FieldValidation, ListOptions, PatchKind, PatchRequest, Propagation, Store, Subresource,
 };
@@ -33,7 +36,7 @@ enum Reply {
 }
 
 /// The version the simulated cluster reports (the Kubernetes API it follows).
-const GIT_VERSION: &str = "v1.33.0";
+pub(crate) const GIT_VERSION: &str = "v1.33.0";
 
 /// A watch without `timeoutSeconds` ends after this long (the API server picks 30–60 minutes at random).
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -141,6 +144,8 @@ fn route(
         ["api", version] => get_only(shared.read(|s| s.registry().resource_list("", version))),
         ["apis", group] => get_only(shared.read(|s| s.registry().group_document(group))),
         ["apis", group, version] => get_only(shared.read(|s| s.registry().resource_list(group, version))),
+        ["openapi", "v3"] => get_only(Some(shared.read(|s| openapi::index(s.registry())))),
+        ["openapi", "v3", rest @ ..] => get_only(shared.read(|s| openapi::document(s.registry(), &rest.join("/")))),
         ["api", version, rest @ ..] => resource_request(shared, parts, body, "", version, rest, warnings),
         ["apis", group, version, rest @ ..] => resource_request(shared, parts, body, group, version, rest, warnings),
         _ => Err(ApiError::no_such_path()),
@@ -197,23 +202,24 @@ fn resource_request(
     let field_validation = FieldValidation::parse(query.get("fieldValidation").map_or("", String::as_str))?;
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let media_type = content_type.split(';').next().unwrap_or_default().trim();
-    // Only JSON is spoken: clients that try protobuf first (kubectl) fall back to JSON on 415.
     if matches!(parts.method, Method::POST | Method::PUT)
         && !body.is_empty()
-        && !media_type.is_empty()
-        && media_type != "application/json"
+        && !matches!(media_type, "" | "application/json" | PROTOBUF)
     {
-        return Err(ApiError::unsupported_media_type(media_type, &["application/json", "application/yaml"]));
+        return Err(ApiError::unsupported_media_type(media_type, &["application/json", PROTOBUF]));
     }
     if query.get("dryRun").is_some_and(|d| !d.is_empty()) {
         return Err(ApiError::bad_request("dryRun is not supported by the simulated cluster"));
     }
     let namespace = target.namespace.as_deref();
     let resource = &target.resource;
+    let include = IncludeObject::parse(query.get("includeObject").map_or("", String::as_str));
+    let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let rendering = Rendering::negotiate(accept, include).ok_or_else(ApiError::not_acceptable)?;
     let ok = |object: &Value| Reply::Json(StatusCode::OK, present(resource, &target.version, object));
     match (&parts.method, target.name.as_deref()) {
         (&Method::GET, None) if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) => {
-            watch_plan(shared, &target, &query).map(|plan| Reply::Watch(Box::new(plan)))
+            watch_plan(shared, &target, &query, rendering).map(|plan| Reply::Watch(Box::new(plan)))
         }
         (&Method::GET, None) => {
             let options = list_options(resource, &query)?;
@@ -225,16 +231,33 @@ fn resource_request(
             if let Some(remaining) = page.remaining_item_count {
                 metadata["remainingItemCount"] = json!(remaining);
             }
-            Ok(Reply::Json(StatusCode::OK, list_document(resource, &target.version, &page.items, metadata)))
+            let document = match rendering {
+                Rendering::Object => list_document(resource, &target.version, &page.items, metadata),
+                Rendering::Metadata => json!({
+                    "kind": "PartialObjectMetadataList",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": metadata,
+                    "items": page.items.iter().map(|o| table::partial_object_metadata(o)).collect::<Vec<_>>(),
+                }),
+                Rendering::Table(include) => {
+                    let objects: Vec<&Value> = page.items.iter().map(|o| o.as_ref()).collect();
+                    let now = shared.read(|s| s.now());
+                    table::table(resource, &target.version, &objects, include, metadata, now)
+                }
+            };
+            Ok(Reply::Json(StatusCode::OK, document))
         }
-        (&Method::GET, Some(name)) => shared.read(|s| s.get(resource, namespace, name)).map(|o| ok(&o)),
+        (&Method::GET, Some(name)) => {
+            let (object, now) = shared.read(|s| s.get(resource, namespace, name).map(|o| (o, s.now())))?;
+            Ok(Reply::Json(StatusCode::OK, rendering.one(resource, &target.version, &object, now)))
+        }
         (&Method::POST, None) => {
-            let body = parse_json(body)?;
+            let body = parse_body(body, media_type)?;
             let created = write(shared, warnings, |s| s.create(resource, namespace, body, field_validation))?;
             Ok(Reply::Json(StatusCode::CREATED, present(resource, &target.version, &created)))
         }
         (&Method::PUT, Some(name)) => {
-            let body = parse_json(body)?;
+            let body = parse_body(body, media_type)?;
             write(shared, warnings, |s| s.update(resource, namespace, name, body, target.subresource, field_validation))
                 .map(|o| ok(&o))
         }
@@ -325,6 +348,20 @@ fn deleted_status(resource: &ResourceType, object: &Value) -> Value {
     })
 }
 
+/// The media type of Kubernetes' protobuf encoding, which typed clients (kubectl's among them) send.
+const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
+
+/// A created or replaced object: JSON, or protobuf for the kinds [`protobuf`] knows.
+fn parse_body(body: &[u8], media_type: &str) -> Result<Value, ApiError> {
+    if media_type != PROTOBUF {
+        return parse_json(body);
+    }
+    protobuf::decode(body).map_err(|error| match error {
+        ProtobufError::UnknownKind(_) => ApiError::unsupported_media_type(PROTOBUF, &["application/json"]),
+        ProtobufError::Malformed => ApiError::bad_request(format!("error decoding request body: {error}")),
+    })
+}
+
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
 }
@@ -358,7 +395,12 @@ fn list_options(resource: &ResourceType, query: &BTreeMap<String, String>) -> Re
     })
 }
 
-fn watch_plan(shared: &Shared, target: &Target, query: &BTreeMap<String, String>) -> Result<WatchPlan, ApiError> {
+fn watch_plan(
+    shared: &Shared,
+    target: &Target,
+    query: &BTreeMap<String, String>,
+    rendering: Rendering,
+) -> Result<WatchPlan, ApiError> {
     let options = list_options(&target.resource, query)?;
     let send_initial_events = query.get("sendInitialEvents").is_some_and(|v| v == "true");
     let start =
@@ -382,6 +424,7 @@ fn watch_plan(shared: &Shared, target: &Target, query: &BTreeMap<String, String>
         bookmarks: query.get("allowWatchBookmarks").is_some_and(|v| v == "true"),
         initial_events_end: send_initial_events,
         timeout,
+        rendering,
     })
 }
 

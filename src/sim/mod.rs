@@ -74,12 +74,15 @@ pub mod controllers;
 pub mod defaults;
 pub mod error;
 mod http;
+pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 mod rng;
 pub mod schema;
 pub mod selector;
 pub mod store;
+pub mod table;
 mod watch;
 
 use std::convert::Infallible;

@@ -15,6 +15,7 @@ use super::error::ApiError;
 use super::resources::ResourceType;
 use super::selector::{FieldSelector, LabelSelector};
 use super::store::{Change, ChangeKind, WatchPoll, WatchStart};
+use super::table::Rendering;
 
 /// Everything a watch request asked for.
 pub struct WatchPlan {
@@ -29,6 +30,8 @@ pub struct WatchPlan {
     /// `sendInitialEvents=true`: the initial events end with a BOOKMARK marked `k8s.io/initial-events-end`.
     pub initial_events_end: bool,
     pub timeout: Duration,
+    /// How events carry their objects (`as=Table` for `kubectl get -w`).
+    pub rendering: Rendering,
 }
 
 struct Watch {
@@ -50,12 +53,13 @@ pub fn stream(shared: Arc<Shared>, mut plan: WatchPlan) -> impl Stream<Item = By
     let changed = shared.subscribe();
     let mut opening = VecDeque::new();
     let start = std::mem::replace(&mut plan.start, Err(ApiError::internal("taken")));
+    let time = shared.read(|store| store.now());
     let (cursor, finished_after_opening) = match start {
         Ok(start) => {
             let added: Vec<u8> = start
                 .initial
                 .iter()
-                .flat_map(|object| line("ADDED", &present(&plan.resource, &plan.version, object)))
+                .flat_map(|object| line("ADDED", &plan.rendering.one(&plan.resource, &plan.version, object, time)))
                 .collect();
             if !added.is_empty() {
                 opening.push_back(Bytes::from(added));
@@ -153,7 +157,8 @@ impl Watch {
     /// DELETED (in its last matching state, at the change's resourceVersion).
     fn render(&self, changes: &[Change]) -> Vec<u8> {
         let mut out = Vec::new();
-        let present = |object: &Value| present(&self.plan.resource, &self.plan.version, object);
+        let now = self.shared.read(|store| store.now());
+        let present = |object: &Value| self.plan.rendering.one(&self.plan.resource, &self.plan.version, object, now);
         for change in changes {
             let now = self.in_scope(&change.object);
             let before = change.previous.as_deref().is_some_and(|p| self.in_scope(p));
