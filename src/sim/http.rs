@@ -15,14 +15,14 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use super::error::ApiError;
-use super::resources::ResourceType;
 use super::openapi;
 use super::protobuf::{self, ProtobufError};
+use super::resources::ResourceType;
 use super::selector::{FieldSelector, LabelSelector};
-use super::table::{self, IncludeObject, Rendering};
 use super::store::{
     DeleteOptions, Deleted, FieldValidation, ListOptions, PatchKind, PatchRequest, Propagation, Store, Subresource,
 };
+use super::table::{self, IncludeObject, Rendering};
 use super::watch::{self, WatchPlan, present};
 
 /// The body of every answer: a whole JSON document, or a watch stream.

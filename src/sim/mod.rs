@@ -67,7 +67,10 @@
 //! - Core Events and `events.k8s.io` Events are stored apart (the real server converts between them) and never
 //!   expire. Custom resources served at several versions are stored once without conversion (as the `None`
 //!   strategy does). `dryRun` is refused.
-//! - No protobuf, no Table output, no OpenAPI, no aggregated discovery: clients fall back to JSON documents.
+//! - Answers are JSON only: `Table` and `PartialObjectMetadata` renderings as asked ([`table`]), and 406 to a
+//!   client that accepts protobuf alone. Protobuf request bodies are read for the kinds kubectl's typed clients
+//!   create ([`protobuf`]). OpenAPI v3 only ([`openapi`]), no aggregated discovery (clients fall back to the
+//!   per-group documents).
 
 mod clock;
 pub mod controllers;

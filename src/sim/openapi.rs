@@ -110,10 +110,8 @@ fn group_version_path(group: &str, version: &str) -> String {
 
 /// `/openapi/v3`: every served group version and where its document is.
 pub fn index(registry: &Registry) -> Value {
-    let group_versions: BTreeSet<(String, String)> = registry
-        .types()
-        .flat_map(|t| t.versions.iter().map(|v| (t.group.clone(), v.clone())))
-        .collect();
+    let group_versions: BTreeSet<(String, String)> =
+        registry.types().flat_map(|t| t.versions.iter().map(|v| (t.group.clone(), v.clone()))).collect();
     let paths: Map<String, Value> = group_versions
         .iter()
         .filter_map(|(group, version)| {

@@ -142,7 +142,8 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         })
     };
     let (api_version, kind) = (text_of(1).unwrap_or_default(), text_of(2).unwrap_or_default());
-    let fields = message_of(api_version, kind).ok_or_else(|| ProtobufError::UnknownKind(format!("{api_version}/{kind}")))?;
+    let fields =
+        message_of(api_version, kind).ok_or_else(|| ProtobufError::UnknownKind(format!("{api_version}/{kind}")))?;
     let mut object = message(raw, fields)?;
     object["apiVersion"] = json!(api_version);
     object["kind"] = json!(kind);
@@ -353,7 +354,10 @@ mod tests {
     fn config_maps_and_secrets_keep_text_and_base64_data() {
         let raw = [bytes(1, &object_meta("c")), entry(2, "a", b"b"), entry(3, "bin", &[0, 1, 2])].concat();
         let config_map = decode(&envelope("ConfigMap", &raw)).unwrap();
-        assert_eq!((config_map["data"].clone(), config_map["binaryData"].clone()), (json!({"a": "b"}), json!({"bin": "AAEC"})));
+        assert_eq!(
+            (config_map["data"].clone(), config_map["binaryData"].clone()),
+            (json!({"a": "b"}), json!({"bin": "AAEC"}))
+        );
         let raw = [bytes(1, &object_meta("s")), entry(2, "k", b"v"), bytes(3, b"Opaque")].concat();
         let secret = decode(&envelope("Secret", &raw)).unwrap();
         assert_eq!((secret["data"].clone(), secret["type"].clone()), (json!({"k": "dg=="}), json!("Opaque")));

@@ -33,10 +33,8 @@ impl Rendering {
         accept.split(',').find_map(|entry| {
             let mut parts = entry.split(';').map(str::trim);
             let media_type = parts.next().unwrap_or_default();
-            let parameters: Map<String, Value> = parts
-                .filter_map(|p| p.split_once('='))
-                .map(|(k, v)| (k.trim().to_string(), json!(v.trim())))
-                .collect();
+            let parameters: Map<String, Value> =
+                parts.filter_map(|p| p.split_once('=')).map(|(k, v)| (k.trim().to_string(), json!(v.trim()))).collect();
             if !matches!(media_type, "application/json" | "application/*" | "*/*") {
                 return None;
             }
@@ -216,7 +214,8 @@ fn columns(resource: &ResourceType, version: &str) -> Vec<Column> {
             columns.push(age());
         }
         ("", "ConfigMap") => {
-            columns.push(Column::builtin("Data", "integer", 0, |o, _| json!(count(o, "/data") + count(o, "/binaryData"))));
+            columns
+                .push(Column::builtin("Data", "integer", 0, |o, _| json!(count(o, "/data") + count(o, "/binaryData"))));
             columns.push(age());
         }
         ("", "Secret") => {
@@ -249,8 +248,10 @@ fn columns(resource: &ResourceType, version: &str) -> Vec<Column> {
         }
         ("apps", "Deployment") => {
             columns.push(Column::builtin("Ready", "string", 0, |o, _| json!(ready_of(o))));
-            columns.push(Column::builtin("Up-to-date", "integer", 0, |o, _| json!(number(o, "/status/updatedReplicas"))));
-            columns.push(Column::builtin("Available", "integer", 0, |o, _| json!(number(o, "/status/availableReplicas"))));
+            columns
+                .push(Column::builtin("Up-to-date", "integer", 0, |o, _| json!(number(o, "/status/updatedReplicas"))));
+            columns
+                .push(Column::builtin("Available", "integer", 0, |o, _| json!(number(o, "/status/availableReplicas"))));
             columns.push(age());
         }
         ("apps", "StatefulSet") => {
@@ -258,7 +259,8 @@ fn columns(resource: &ResourceType, version: &str) -> Vec<Column> {
             columns.push(age());
         }
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
-            columns.push(Column::builtin("Created At", "date", 0, |o, _| json!(text(o, "/metadata/creationTimestamp"))));
+            columns
+                .push(Column::builtin("Created At", "date", 0, |o, _| json!(text(o, "/metadata/creationTimestamp"))));
         }
         _ => columns.push(age()),
     }
@@ -402,8 +404,11 @@ fn pod_status(pod: &Value) -> String {
 
 fn service_external_ip(service: &Value, _: Timestamp) -> Value {
     let ingress = service.pointer("/status/loadBalancer/ingress").and_then(Value::as_array);
-    let addresses: Vec<&str> =
-        ingress.into_iter().flatten().filter_map(|i| i.get("ip").or(i.get("hostname")).and_then(Value::as_str)).collect();
+    let addresses: Vec<&str> = ingress
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.get("ip").or(i.get("hostname")).and_then(Value::as_str))
+        .collect();
     json!(match (text(service, "/spec/type"), addresses.is_empty()) {
         ("LoadBalancer", true) => "<pending>".to_string(),
         ("ExternalName", _) => text(service, "/spec/externalName").to_string(),
@@ -485,7 +490,11 @@ fn job_duration(job: &Value, now: Timestamp) -> Value {
 }
 
 fn ready_of(object: &Value) -> String {
-    format!("{}/{}", number(object, "/status/readyReplicas"), object.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1))
+    format!(
+        "{}/{}",
+        number(object, "/status/readyReplicas"),
+        object.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
+    )
 }
 
 #[cfg(test)]
@@ -507,7 +516,8 @@ mod tests {
 
     fn rows(resource: &ResourceType, object: Value) -> (Vec<String>, Vec<Value>) {
         let table = table(resource, "v1", &[&object], IncludeObject::Metadata, json!({}), now());
-        let names = table["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string());
+        let names =
+            table["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string());
         (names.collect(), table["rows"][0]["cells"].as_array().unwrap().clone())
     }
 
@@ -538,8 +548,24 @@ mod tests {
             ]},
         });
         let (names, cells) = rows(&builtin("", "pods"), pod);
-        assert_eq!(names, ["Name", "Ready", "Status", "Restarts", "Age", "IP", "Node", "Nominated Node", "Readiness Gates"]);
-        assert_eq!(cells, [json!("p"), json!("1/2"), json!("CrashLoopBackOff"), json!("2"), json!("5m"), json!("10.244.0.2"), json!("<none>"), json!("<none>"), json!("<none>")]);
+        assert_eq!(
+            names,
+            ["Name", "Ready", "Status", "Restarts", "Age", "IP", "Node", "Nominated Node", "Readiness Gates"]
+        );
+        assert_eq!(
+            cells,
+            [
+                json!("p"),
+                json!("1/2"),
+                json!("CrashLoopBackOff"),
+                json!("2"),
+                json!("5m"),
+                json!("10.244.0.2"),
+                json!("<none>"),
+                json!("<none>"),
+                json!("<none>")
+            ]
+        );
     }
 
     #[test]
@@ -550,7 +576,18 @@ mod tests {
                      "ports": [{"port": 80, "nodePort": 30000, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]},
         });
         let (_, cells) = rows(&builtin("", "services"), service);
-        assert_eq!(cells, [json!("s"), json!("NodePort"), json!("10.96.0.5"), json!("<none>"), json!("80:30000/TCP,53/UDP"), json!("30s"), json!("app=web")]);
+        assert_eq!(
+            cells,
+            [
+                json!("s"),
+                json!("NodePort"),
+                json!("10.96.0.5"),
+                json!("<none>"),
+                json!("80:30000/TCP,53/UDP"),
+                json!("30s"),
+                json!("app=web")
+            ]
+        );
     }
 
     #[test]
@@ -567,7 +604,10 @@ mod tests {
     }
 
     #[rstest]
-    #[case::kubectl_get("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json", Some(Rendering::Table(IncludeObject::Metadata)))]
+    #[case::kubectl_get(
+        "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json",
+        Some(Rendering::Table(IncludeObject::Metadata))
+    )]
     #[case::plain_json("application/json", Some(Rendering::Object))]
     #[case::anything("*/*", Some(Rendering::Object))]
     #[case::nothing_said("", Some(Rendering::Object))]
