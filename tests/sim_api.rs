@@ -945,3 +945,91 @@ async fn the_same_seed_and_requests_give_the_same_events() {
     assert_eq!(events, scenario_events(42).await);
     assert_ne!(events, scenario_events(43).await);
 }
+
+// ---- the network: services/proxy, the address resolver, and pods/log ----
+
+/// Answers every request with its method and URI.
+struct Echo;
+
+impl kuberay::sim::network::Process for Echo {
+    fn call(&self, request: kuberay::sim::network::Request) -> kuberay::sim::network::Answer {
+        let text = format!("{} {}", request.method(), request.uri());
+        Box::pin(async move { http::Response::new(bytes::Bytes::from(text)) })
+    }
+}
+
+/// `Echo` listens on port 8080 of the Pods labelled `app=web`.
+struct WebServers;
+
+impl kuberay::sim::network::Processes for WebServers {
+    fn listening(
+        &self,
+        _: &kuberay::sim::store::Store,
+        pod: &Value,
+        port: u16,
+    ) -> Option<std::sync::Arc<dyn kuberay::sim::network::Process>> {
+        (pod.pointer("/metadata/labels/app") == Some(&json!("web")) && port == 8080)
+            .then(|| std::sync::Arc::new(Echo) as _)
+    }
+}
+
+async fn web_cluster() -> Sim {
+    let clock = std::sync::Arc::new(kuberay::sim::TokioClock::starting_at("2025-01-01T00:00:00Z".parse().unwrap()));
+    let sim = Sim::new(SimConfig { clock, processes: vec![std::sync::Arc::new(WebServers)], ..config() });
+    let running = sim.clone();
+    tokio::spawn(async move { running.run_controllers(kuberay::sim::ControllerConfig::default()).await });
+    let client = sim.client();
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), "default").create(&PostParams::default(), &service).await.unwrap();
+    let web: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web-1", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "python:3", "command": ["python", "-m"], "args": ["http.server", "8080"]}]},
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(client, "default").create(&PostParams::default(), &web).await.unwrap();
+    sim
+}
+
+#[tokio::test(start_paused = true)]
+async fn services_proxy_forwards_to_what_listens_behind_the_service_port() {
+    let sim = web_cluster().await;
+    let client = sim.client();
+    let proxied = |path: &str| http::Request::get(path.to_string()).body(Vec::new()).unwrap();
+    let early = client.request_text(proxied("/api/v1/namespaces/default/services/web:http/proxy/")).await;
+    match early {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!((status.code, status.message.as_str()), (503, "no endpoints available for service \"web\""))
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+    after(2.5).await;
+    for service in ["web:http", "web:80", "web", "http:web:80"] {
+        let path = format!("/api/v1/namespaces/default/services/{service}/proxy/api/jobs/?limit=2");
+        assert_eq!(client.request_text(proxied(&path)).await.unwrap(), "GET /api/jobs/?limit=2", "{service}");
+    }
+    let request = http::Request::post("/api/version").body(bytes::Bytes::new()).unwrap();
+    let answer = sim.send("web.default.svc.cluster.local:80", request).await.unwrap();
+    assert_eq!(answer.into_body(), "POST /api/version");
+    let request = http::Request::get("/").body(bytes::Bytes::new()).unwrap();
+    assert_eq!(sim.send("kubernetes.default.svc:443", request).await.unwrap_err().code, 503);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pod_logs_are_what_the_kubelet_started() {
+    let sim = web_cluster().await;
+    let pods: Api<Pod> = Api::namespaced(sim.client(), "default");
+    let waiting = status(pods.logs("web-1", &kube::api::LogParams::default()).await);
+    assert_eq!(
+        (waiting.code, waiting.message.as_str()),
+        (400, "container \"web\" in pod \"web-1\" is waiting to start: ContainerCreating")
+    );
+    after(1.5).await;
+    assert_eq!(pods.logs("web-1", &kube::api::LogParams::default()).await.unwrap(), "python -m http.server 8080\n");
+    let other = kube::api::LogParams { container: Some("sidecar".to_string()), ..Default::default() };
+    assert_eq!(status(pods.logs("web-1", &other).await).message, "container sidecar is not valid for pod web-1");
+    assert_eq!(status(pods.logs("nope", &kube::api::LogParams::default()).await).code, 404);
+}

@@ -213,6 +213,11 @@ impl ApiError {
         )
     }
 
+    /// A proxied request that reaches nothing.
+    pub fn service_unavailable(message: &str) -> ApiError {
+        ApiError::new(503, "ServiceUnavailable", message)
+    }
+
     /// An `Accept` header that offers no media type the server writes.
     pub fn not_acceptable() -> ApiError {
         ApiError::new(406, "NotAcceptable", "only the following media types are accepted: application/json")

@@ -14,7 +14,9 @@ use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
 use super::Shared;
+use super::controllers::{self, LogOptions};
 use super::error::ApiError;
+use super::network::{self, Process};
 use super::openapi;
 use super::protobuf::{self, ProtobufError};
 use super::resources::ResourceType;
@@ -31,8 +33,10 @@ pub type SimBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>
 /// What the server answers with.
 enum Reply {
     Json(StatusCode, Value),
-    Text(&'static str),
+    Text(String),
     Watch(Box<WatchPlan>),
+    /// A request for a process inside the cluster (`services/proxy`).
+    Forward(Arc<dyn Process>, Box<network::Request>),
 }
 
 /// The version the simulated cluster reports (the Kubernetes API it follows).
@@ -46,9 +50,13 @@ pub async fn handle(shared: Arc<Shared>, parts: http::request::Parts, body: Byte
     let mut response = match route(&shared, &parts, &body, &mut warnings) {
         Ok(Reply::Json(status, value)) => json_response(status, &value),
         Ok(Reply::Text(text)) => {
-            let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed_unsync());
+            let mut response = Response::new(Full::new(Bytes::from(text)).boxed_unsync());
             response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
             response
+        }
+        Ok(Reply::Forward(process, request)) => {
+            let (parts, body) = process.call(*request).await.into_parts();
+            Response::from_parts(parts, Full::new(body).boxed_unsync())
         }
         Ok(Reply::Watch(plan)) => {
             let frames = watch::stream(shared, *plan).map(|chunk| Ok(http_body::Frame::data(chunk)));
@@ -134,7 +142,7 @@ fn route(
         reply.map(|v| Reply::Json(StatusCode::OK, v)).ok_or_else(ApiError::no_such_path)
     };
     match segments.as_slice() {
-        ["healthz" | "livez" | "readyz"] => Ok(Reply::Text("ok")),
+        ["healthz" | "livez" | "readyz"] => Ok(Reply::Text("ok".to_string())),
         ["version"] => get_only(Some(version())),
         ["api"] => {
             let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
@@ -146,10 +154,56 @@ fn route(
         ["apis", group, version] => get_only(shared.read(|s| s.registry().resource_list(group, version))),
         ["openapi", "v3"] => get_only(Some(shared.read(|s| openapi::index(s.registry())))),
         ["openapi", "v3", rest @ ..] => get_only(shared.read(|s| openapi::document(s.registry(), &rest.join("/")))),
+        ["api", "v1", "namespaces", namespace, "pods", name, "log"] => {
+            if parts.method != Method::GET {
+                return Err(ApiError::method_not_allowed(parts.method.as_str()));
+            }
+            let query = query(parts);
+            let options = LogOptions {
+                container: query.get("container").filter(|c| !c.is_empty()).cloned(),
+                tail_lines: query.get("tailLines").and_then(|t| t.parse().ok()),
+                timestamps: query.get("timestamps").is_some_and(|t| t == "true"),
+            };
+            shared.read(|s| controllers::pod_log(s, namespace, name, &options)).map(Reply::Text)
+        }
+        ["api", "v1", "namespaces", namespace, "services", service, "proxy", ..] => {
+            proxy(shared, parts, body, namespace, service)
+        }
         ["api", version, rest @ ..] => resource_request(shared, parts, body, "", version, rest, warnings),
         ["apis", group, version, rest @ ..] => resource_request(shared, parts, body, group, version, rest, warnings),
         _ => Err(ApiError::no_such_path()),
     }
+}
+
+/// `services/[SCHEME:]NAME[:PORT]/proxy/PATH`: the request, with PATH as its path, to what listens behind that
+/// Service port.
+fn proxy(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    body: &[u8],
+    namespace: &str,
+    service: &str,
+) -> Result<Reply, ApiError> {
+    let (name, port) = match service.split(':').collect::<Vec<_>>().as_slice() {
+        [name] => (*name, ""),
+        [name, port] => (*name, *port),
+        [_scheme, name, port] => (*name, *port),
+        _ => return Err(ApiError::bad_request(format!("invalid service request {service}"))),
+    };
+    let target = shared.read(|s| network::service_target(s, namespace, name, port))?;
+    let process = shared.process(&target).ok_or_else(|| network::connection_refused(&target))?;
+    let path = parts.uri.path();
+    let rest = path.find("/proxy").map_or("", |at| &path[at + "/proxy".len()..]);
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let uri = match parts.uri.query() {
+        Some(query) => format!("{rest}?{query}"),
+        None => rest.to_string(),
+    };
+    let mut request = http::Request::new(Bytes::copy_from_slice(body));
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri.parse().map_err(|_| ApiError::bad_request(format!("invalid proxied path {uri}")))?;
+    *request.headers_mut() = parts.headers.clone();
+    Ok(Reply::Forward(process, Box::new(request)))
 }
 
 fn target(shared: &Shared, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {

@@ -45,6 +45,8 @@
 //! - Custom resources are held to their CRD's structural schema ([`schema`]): unknown fields pruned (a `Warning`
 //!   header each; 400 under `fieldValidation=Strict`), `default`s applied, then 422 Invalid with one cause per field.
 //!   Built-in kinds keep every field they are sent (no strict decoding against their Go types).
+//! - `pods/NAME/log` (what the simulated kubelet and processes wrote, [`controllers::pod_log`]) and
+//!   `services/[SCHEME:]NAME[:PORT]/proxy/…`, forwarded to what listens behind that Service port ([`network`]).
 //! - Errors are `Status` objects with the real codes, reasons, messages and details.
 //!
 //! # Approximations
@@ -77,6 +79,7 @@ pub mod controllers;
 pub mod defaults;
 pub mod error;
 mod http;
+pub mod network;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
@@ -114,6 +117,8 @@ pub struct SimConfig {
     /// How often a watch that asked for them gets a BOOKMARK.
     pub bookmark_interval: Duration,
     pub clock: Arc<dyn Clock>,
+    /// What listens on Pods' ports ([`network`]).
+    pub processes: Vec<Arc<dyn network::Processes>>,
 }
 
 impl Default for SimConfig {
@@ -123,6 +128,7 @@ impl Default for SimConfig {
             history_per_resource: 1000,
             bookmark_interval: Duration::from_secs(60),
             clock: clock::wall(),
+            processes: Vec::new(),
         }
     }
 }
@@ -133,6 +139,7 @@ pub(crate) struct Shared {
     /// The latest resourceVersion, for watches to wake on.
     changed: tokio::sync::watch::Sender<u64>,
     bookmark_interval: Duration,
+    processes: Vec<Arc<dyn network::Processes>>,
 }
 
 impl Shared {
@@ -157,6 +164,11 @@ impl Shared {
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changed.subscribe()
     }
+
+    /// What listens on a Pod's port.
+    fn process(&self, target: &network::Target) -> Option<Arc<dyn network::Process>> {
+        self.read(|store| self.processes.iter().find_map(|p| p.listening(store, &target.pod, target.port)))
+    }
 }
 
 /// A simulated cluster. Cloning shares it.
@@ -170,7 +182,12 @@ impl Sim {
         let store = Store::new(config.seed, config.clock, config.history_per_resource);
         let (changed, _) = tokio::sync::watch::channel(store.resource_version());
         Sim {
-            shared: Arc::new(Shared { store: Mutex::new(store), changed, bookmark_interval: config.bookmark_interval }),
+            shared: Arc::new(Shared {
+                store: Mutex::new(store),
+                changed,
+                bookmark_interval: config.bookmark_interval,
+                processes: config.processes,
+            }),
         }
     }
 
@@ -187,6 +204,15 @@ impl Sim {
     /// The resourceVersion of the latest write.
     pub fn resource_version(&self) -> u64 {
         self.shared.read(Store::resource_version)
+    }
+
+    /// Sends an HTTP request to `host:port` inside the simulated cluster (`<svc>.<ns>.svc.cluster.local:8265`, a
+    /// cluster IP, a Pod IP): the address resolver of an operator in the same process. Errors are the API server
+    /// proxy's (503 when nothing is there).
+    pub async fn send(&self, authority: &str, request: network::Request) -> Result<network::Response, error::ApiError> {
+        let target = self.shared.read(|store| network::resolve(store, authority))?;
+        let process = self.shared.process(&target).ok_or_else(|| network::connection_refused(&target))?;
+        Ok(process.call(request).await)
     }
 
     /// Runs the kubelet, the Endpoints controller and the Job controller ([`controllers`]) until the future is

@@ -182,6 +182,13 @@ pub enum WatchPoll {
     Closed,
 }
 
+/// One line a container wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub time: String,
+    pub text: String,
+}
+
 pub struct Store {
     resource_version: u64,
     registry: Registry,
@@ -195,6 +202,8 @@ pub struct Store {
     history_limit: usize,
     /// The warnings of the request being served (fields dropped), for its answer's `Warning` headers.
     warnings: Vec<String>,
+    /// Containers' output by Pod uid and container name; it goes with its Pod.
+    logs: HashMap<String, BTreeMap<String, Vec<LogLine>>>,
 }
 
 fn metadata(object: &Value) -> Option<&Map<String, Value>> {
@@ -278,6 +287,7 @@ impl Store {
             allocator: Allocator::default(),
             history_limit: history_limit.max(1),
             warnings: Vec::new(),
+            logs: HashMap::new(),
         };
         store.bootstrap();
         store
@@ -302,6 +312,17 @@ impl Store {
 
     pub fn resource_version(&self) -> u64 {
         self.resource_version
+    }
+
+    /// Appends a line to a container's output (the simulated kubelet and processes write there).
+    pub fn append_log(&mut self, pod_uid: &str, container: &str, text: &str) {
+        let line = LogLine { time: self.now_text(), text: text.to_string() };
+        self.logs.entry(pod_uid.to_string()).or_default().entry(container.to_string()).or_default().push(line);
+    }
+
+    /// What a container wrote so far.
+    pub fn log(&self, pod_uid: &str, container: &str) -> &[LogLine] {
+        self.logs.get(pod_uid).and_then(|containers| containers.get(container)).map_or(&[], Vec::as_slice)
     }
 
     /// The warnings the writes since the last call gave.
@@ -415,6 +436,9 @@ impl Store {
         let resource_version = self.stamp(&mut last);
         let last = Arc::new(last);
         self.index(key, Some(&stored), None);
+        if key.resource.group.is_empty() && key.resource.plural == "pods" {
+            self.logs.remove(uid_of(&stored));
+        }
         let change =
             Change { resource_version, kind: ChangeKind::Deleted, object: last.clone(), previous: Some(stored) };
         self.record(&key.resource, change);
