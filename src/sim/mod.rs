@@ -3,7 +3,9 @@
 //! simulated cluster").
 //!
 //! [`Sim::run_controllers`] adds what a cluster runs besides the API server: a kubelet, the Endpoints controller
-//! and the Job controller ([`controllers`]).
+//! and the Job controller ([`controllers`]). Every running Ray head Pod has a simulated Ray dashboard
+//! ([`dashboard`]; or, with [`RayDashboard::Real`], a real one), reached through `services/proxy` or, in-process,
+//! through [`Sim::send`] at the address a real cluster gives it (`<svc>.<ns>.svc.cluster.local:8265`).
 //!
 //! Two transports serve the same server: [`Sim::service`] is a `tower::Service` that `kube::Client::new` accepts
 //! (one process holds both sides, and tokio's paused time drives both), and [`Sim::serve`] speaks plain HTTP/1.1
@@ -76,6 +78,7 @@
 
 mod clock;
 pub mod controllers;
+pub mod dashboard;
 pub mod defaults;
 pub mod error;
 mod http;
@@ -117,8 +120,20 @@ pub struct SimConfig {
     /// How often a watch that asked for them gets a BOOKMARK.
     pub bookmark_interval: Duration,
     pub clock: Arc<dyn Clock>,
-    /// What listens on Pods' ports ([`network`]).
+    /// What listens on Pods' ports besides the Ray dashboards ([`network`]).
     pub processes: Vec<Arc<dyn network::Processes>>,
+    /// Where each Ray head's dashboard is.
+    pub ray_dashboard: RayDashboard,
+}
+
+/// The dashboards of the Ray heads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RayDashboard {
+    /// The simulated dashboard ([`dashboard`]).
+    #[default]
+    Simulated,
+    /// A real Ray head's dashboard at this URL, for every head.
+    Real(String),
 }
 
 impl Default for SimConfig {
@@ -129,6 +144,7 @@ impl Default for SimConfig {
             bookmark_interval: Duration::from_secs(60),
             clock: clock::wall(),
             processes: Vec::new(),
+            ray_dashboard: RayDashboard::Simulated,
         }
     }
 }
@@ -179,6 +195,12 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(config: SimConfig) -> Sim {
+        let dashboards: Arc<dyn network::Processes> = match &config.ray_dashboard {
+            RayDashboard::Simulated => Arc::new(dashboard::Dashboards::new(config.clock.clone(), config.seed)),
+            RayDashboard::Real(url) => Arc::new(dashboard::RealDashboards::new(url)),
+        };
+        let mut processes = config.processes;
+        processes.push(dashboards);
         let store = Store::new(config.seed, config.clock, config.history_per_resource);
         let (changed, _) = tokio::sync::watch::channel(store.resource_version());
         Sim {
@@ -186,7 +208,7 @@ impl Sim {
                 store: Mutex::new(store),
                 changed,
                 bookmark_interval: config.bookmark_interval,
-                processes: config.processes,
+                processes,
             }),
         }
     }
