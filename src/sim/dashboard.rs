@@ -28,6 +28,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, StatusCode, header};
@@ -36,6 +37,7 @@ use serde_json::{Map, Value, json};
 use sha1::{Digest, Sha1};
 
 use super::clock::Clock;
+use super::faults::{self, Dice, Faults};
 use super::network::{Answer, Process, Processes, Request, Response};
 use super::rng::Rng;
 use super::store::Store;
@@ -79,13 +81,14 @@ pub fn head_dashboard_port(pod: &Value) -> Option<u16> {
 pub struct Dashboards {
     clock: Arc<dyn Clock>,
     seed: u64,
+    faults: Faults,
     /// By head Pod uid.
     heads: Mutex<BTreeMap<String, Arc<Dashboard>>>,
 }
 
 impl Dashboards {
-    pub fn new(clock: Arc<dyn Clock>, seed: u64) -> Dashboards {
-        Dashboards { clock, seed, heads: Mutex::new(BTreeMap::new()) }
+    pub fn new(clock: Arc<dyn Clock>, seed: u64, faults: Faults) -> Dashboards {
+        Dashboards { clock, seed, faults, heads: Mutex::new(BTreeMap::new()) }
     }
 }
 
@@ -96,9 +99,15 @@ impl Processes for Dashboards {
         }
         let uid = text(pod, "/metadata/uid").to_string();
         let mut heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
+        let rank = heads.len() as u64;
         let dashboard = heads.entry(uid.clone()).or_insert_with(|| {
             let seed = self.seed ^ u64::from_le_bytes(Sha1::digest(uid.as_bytes())[..8].try_into().unwrap_or_default());
-            Arc::new(Dashboard::new(self.clock.clone(), pod, seed))
+            let hangs = Hangs {
+                probability: self.faults.dashboard_timeouts,
+                hang: self.faults.dashboard_hang,
+                dice: Mutex::new(self.faults.dice(faults::DASHBOARDS, rank)),
+            };
+            Arc::new(Dashboard::new(self.clock.clone(), pod, seed, hangs))
         });
         Some(dashboard.clone() as Arc<dyn Process>)
     }
@@ -158,9 +167,17 @@ impl Process for Forward {
     }
 }
 
+/// The dashboard-timeout fault of one dashboard.
+struct Hangs {
+    probability: f64,
+    hang: Duration,
+    dice: Mutex<Dice>,
+}
+
 /// One head's dashboard.
 pub struct Dashboard {
     clock: Arc<dyn Clock>,
+    hangs: Hangs,
     head_ip: String,
     node_id: String,
     session_name: String,
@@ -177,7 +194,14 @@ struct State {
 impl Process for Dashboard {
     fn call(&self, request: Request) -> Answer {
         let response = self.handle(&request);
-        Box::pin(async move { response })
+        let hangs = self.hangs.dice.lock().unwrap_or_else(PoisonError::into_inner).chance(self.hangs.probability);
+        let hang = self.hangs.hang;
+        Box::pin(async move {
+            if hangs {
+                tokio::time::sleep(hang).await;
+            }
+            response
+        })
     }
 }
 
@@ -211,7 +235,7 @@ fn after(time: Timestamp, seconds: f64) -> Timestamp {
 }
 
 impl Dashboard {
-    fn new(clock: Arc<dyn Clock>, pod: &Value, seed: u64) -> Dashboard {
+    fn new(clock: Arc<dyn Clock>, pod: &Value, seed: u64, hangs: Hangs) -> Dashboard {
         let started = clock.now();
         let node_id: String = Sha1::digest(text(pod, "/metadata/uid").as_bytes())
             .iter()
@@ -224,6 +248,7 @@ impl Dashboard {
             node_id,
             session_name: format!("session_{}_{}", started.strftime("%Y-%m-%d_%H-%M-%S_%6f"), seed % 100_000),
             clock,
+            hangs,
             state: Mutex::new(State { jobs: Vec::new(), serve: None, rng: Rng::seeded(seed) }),
         }
     }

@@ -213,6 +213,16 @@ impl ApiError {
         )
     }
 
+    /// An overloaded server's answer; the client should come back in a second.
+    pub fn too_many_requests() -> ApiError {
+        ApiError::new(
+            429,
+            "TooManyRequests",
+            "the server has received too many requests and has asked us to try again later",
+        )
+        .with_details(json!({"retryAfterSeconds": 1}))
+    }
+
     /// A proxied request that reaches nothing.
     pub fn service_unavailable(message: &str) -> ApiError {
         ApiError::new(503, "ServiceUnavailable", message)

@@ -64,10 +64,16 @@ pub async fn handle(shared: Arc<Shared>, parts: http::request::Parts, body: Byte
             response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
             response
         }
-        Err(error) => json_response(
-            StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            &error.status(),
-        ),
+        Err(error) => {
+            let mut response = json_response(
+                StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                &error.status(),
+            );
+            if error.code == 429 {
+                response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            }
+            response
+        }
     };
     for warning in warnings {
         // RFC 7234 warning headers, code 299, as the API server sends them (kubectl prints them).
@@ -267,6 +273,12 @@ fn resource_request(
     }
     let namespace = target.namespace.as_deref();
     let resource = &target.resource;
+    if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+        && let Some(refused) =
+            shared.refuse_write(resource.group_resource(), target.name.as_deref().unwrap_or_default())
+    {
+        return Err(refused);
+    }
     let include = IncludeObject::parse(query.get("includeObject").map_or("", String::as_str));
     let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let rendering = Rendering::negotiate(accept, include).ok_or_else(ApiError::not_acceptable)?;

@@ -50,6 +50,9 @@
 //! - `pods/NAME/log` (what the simulated kubelet and processes wrote, [`controllers::pod_log`]) and
 //!   `services/[SCHEME:]NAME[:PORT]/proxy/…`, forwarded to what listens behind that Service port ([`network`]).
 //! - Errors are `Status` objects with the real codes, reasons, messages and details.
+//! - Fault knobs ([`SimConfig::faults`], [`faults`]), seeded: watch events lost, swapped or late (the initial
+//!   ADDED events of a watch excepted), watches cut with 410, clients' writes refused with 409/429/500, and
+//!   dashboards that answer late (the request takes effect; only the answer waits).
 //!
 //! # Approximations
 //! - Every write, and everything the garbage collector and the namespace and CRD controllers do in response, happens
@@ -81,6 +84,7 @@ pub mod controllers;
 pub mod dashboard;
 pub mod defaults;
 pub mod error;
+pub mod faults;
 mod http;
 pub mod network;
 pub mod openapi;
@@ -97,6 +101,7 @@ mod watch;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -107,6 +112,8 @@ use http_body_util::BodyExt;
 pub use clock::{Clock, TokioClock, WallClock};
 pub use controllers::ControllerConfig;
 use controllers::Controllers;
+use faults::Dice;
+pub use faults::Faults;
 pub use http::SimBody;
 use store::Store;
 
@@ -124,6 +131,8 @@ pub struct SimConfig {
     pub processes: Vec<Arc<dyn network::Processes>>,
     /// Where each Ray head's dashboard is.
     pub ray_dashboard: RayDashboard,
+    /// Faults to inject ([`faults`]); none by default.
+    pub faults: Faults,
 }
 
 /// The dashboards of the Ray heads.
@@ -145,6 +154,7 @@ impl Default for SimConfig {
             clock: clock::wall(),
             processes: Vec::new(),
             ray_dashboard: RayDashboard::Simulated,
+            faults: Faults::default(),
         }
     }
 }
@@ -156,6 +166,11 @@ pub(crate) struct Shared {
     changed: tokio::sync::watch::Sender<u64>,
     bookmark_interval: Duration,
     processes: Vec<Arc<dyn network::Processes>>,
+    faults: Faults,
+    /// Draws for the faults of writes, in the order writes arrive.
+    write_dice: Mutex<Dice>,
+    /// How many watches were opened: each draws its faults from its own rank's generator.
+    watches: AtomicU64,
 }
 
 impl Shared {
@@ -181,6 +196,12 @@ impl Shared {
         self.changed.subscribe()
     }
 
+    /// The fault injected into a client's write, if any.
+    fn refuse_write(&self, resource: error::GroupResource, name: &str) -> Option<error::ApiError> {
+        let mut dice = self.write_dice.lock().unwrap_or_else(PoisonError::into_inner);
+        self.faults.refuse_write(&mut dice, resource, name)
+    }
+
     /// What listens on a Pod's port.
     fn process(&self, target: &network::Target) -> Option<Arc<dyn network::Process>> {
         self.read(|store| self.processes.iter().find_map(|p| p.listening(store, &target.pod, target.port)))
@@ -196,7 +217,9 @@ pub struct Sim {
 impl Sim {
     pub fn new(config: SimConfig) -> Sim {
         let dashboards: Arc<dyn network::Processes> = match &config.ray_dashboard {
-            RayDashboard::Simulated => Arc::new(dashboard::Dashboards::new(config.clock.clone(), config.seed)),
+            RayDashboard::Simulated => {
+                Arc::new(dashboard::Dashboards::new(config.clock.clone(), config.seed, config.faults.clone()))
+            }
             RayDashboard::Real(url) => Arc::new(dashboard::RealDashboards::new(url)),
         };
         let mut processes = config.processes;
@@ -209,6 +232,9 @@ impl Sim {
                 changed,
                 bookmark_interval: config.bookmark_interval,
                 processes,
+                write_dice: Mutex::new(config.faults.dice(faults::WRITES, 0)),
+                faults: config.faults,
+                watches: AtomicU64::new(0),
             }),
         }
     }
