@@ -92,6 +92,10 @@ pub enum SimCommand {
         /// How long a running Pod takes to get Ready (`2s`, `1m 30s`).
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         pod_ready_after: std::time::Duration,
+        /// Send every Ray head's dashboard requests to this real dashboard (`http://127.0.0.1:8265`) instead of
+        /// simulating one per head.
+        #[arg(long)]
+        ray_dashboard: Option<String>,
     },
 }
 
@@ -141,9 +145,12 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             Err(message) => Err(std::io::Error::other(message)),
         },
         Command::Crd { output_dir } => crd(output_dir.as_deref(), out),
-        Command::Sim { command: SimCommand::Serve { port, kubeconfig_out, seed, pod_ready_after } } => {
+        Command::Sim { command: SimCommand::Serve { port, kubeconfig_out, seed, pod_ready_after, ray_dashboard } } => {
             let controllers = crate::sim::ControllerConfig { pod_ready_delay: pod_ready_after, ..Default::default() };
-            sim_serve(port, kubeconfig_out.as_deref(), seed, controllers, out)
+            let ray_dashboard =
+                ray_dashboard.map_or(crate::sim::RayDashboard::Simulated, crate::sim::RayDashboard::Real);
+            let config = crate::sim::SimConfig { seed, ray_dashboard, ..crate::sim::SimConfig::default() };
+            sim_serve(port, kubeconfig_out.as_deref(), config, controllers, out)
         }
         Command::Fsm { command } => fsm(command, out),
         Command::Journal { journal: dir, command } => journal::journal(&dir, command, out, err),
@@ -304,7 +311,7 @@ fn crd(output_dir: Option<&Path>, out: &mut dyn Write) -> std::io::Result<i32> {
 fn sim_serve(
     port: u16,
     kubeconfig_out: Option<&Path>,
-    seed: u64,
+    config: crate::sim::SimConfig,
     controllers: crate::sim::ControllerConfig,
     out: &mut dyn Write,
 ) -> std::io::Result<i32> {
@@ -317,7 +324,7 @@ fn sim_serve(
         }
         writeln!(out, "serving the simulated cluster on {server}")?;
         out.flush()?;
-        let sim = crate::sim::Sim::new(crate::sim::SimConfig { seed, ..crate::sim::SimConfig::default() });
+        let sim = crate::sim::Sim::new(config);
         let running = sim.clone();
         tokio::spawn(async move { running.run_controllers(controllers).await });
         sim.serve(listener).await?;

@@ -6,11 +6,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
+use http_body_util::BodyExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::core::Status;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -520,6 +523,129 @@ async fn ray_crds_serve_ray_clusters_with_their_status_subresource() {
     assert_eq!(status(clusters.list(&ListParams::default()).await).code, 404);
 }
 
+fn ray_clusters(client: &Client) -> Api<DynamicObject> {
+    let gvk = kube::api::GroupVersionKind::gvk("ray.io", "v1", "RayCluster");
+    Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk_with_plural(&gvk, "rayclusters"))
+}
+
+fn ray_cluster_with(spec: Value) -> DynamicObject {
+    serde_json::from_value(
+        json!({"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "c"}, "spec": spec}),
+    )
+    .unwrap()
+}
+
+fn head_group() -> Value {
+    json!({"template": {"spec": {"containers": [{"name": "ray-head", "image": "rayproject/ray:2.41.0"}]}}})
+}
+
+fn causes(status: &Status) -> Vec<(String, String)> {
+    let details = status.details.as_ref().unwrap();
+    details.causes.iter().map(|c| (c.field.clone(), c.reason.clone())).collect()
+}
+
+#[rstest]
+#[case::no_head_group(json!({}), "spec.headGroupSpec: Required value", &[("spec.headGroupSpec", "FieldValueRequired")])]
+#[case::replicas_as_text(
+    json!({"headGroupSpec": head_group(), "workerGroupSpecs": [{"groupName": "w", "replicas": "three", "template": {}}]}),
+    "spec.workerGroupSpecs[0].replicas: Invalid value: \"string\": spec.workerGroupSpecs[0].replicas in body must be of type integer: \"string\"",
+    &[("spec.workerGroupSpecs[0].replicas", "FieldValueTypeInvalid")],
+)]
+#[case::two_problems(
+    json!({"headGroupSpec": {"rayStartParams": {}}, "workerGroupSpecs": [{"template": {}}]}),
+    "[spec.headGroupSpec.template: Required value, spec.workerGroupSpecs[0].groupName: Required value]",
+    &[("spec.headGroupSpec.template", "FieldValueRequired"), ("spec.workerGroupSpecs[0].groupName", "FieldValueRequired")],
+)]
+#[case::unknown_manager(
+    json!({"headGroupSpec": head_group(), "managedBy": "someone"}),
+    "spec.managedBy: Invalid value: \"string\": the managedBy field value must be either 'ray.io/kuberay-operator' or 'kueue.x-k8s.io/multikueue'",
+    &[("spec.managedBy", "FieldValueInvalid")],
+)]
+#[case::upscaling_mode(
+    json!({"headGroupSpec": head_group(), "autoscalerOptions": {"upscalingMode": "Fast"}}),
+    "spec.autoscalerOptions.upscalingMode: Unsupported value: \"Fast\": supported values: \"Default\", \"Aggressive\", \"Conservative\", \"null\"",
+    &[("spec.autoscalerOptions.upscalingMode", "FieldValueNotSupported")],
+)]
+#[tokio::test]
+async fn ray_clusters_that_violate_the_crd_schema_are_invalid(
+    #[case] spec: Value,
+    #[case] message: &str,
+    #[case] expected: &[(&str, &str)],
+) {
+    let client = client();
+    create_ray_crds(&client).await;
+    let refused = status(ray_clusters(&client).create(&PostParams::default(), &ray_cluster_with(spec)).await);
+    assert_eq!((refused.code, refused.reason.as_str()), (422, "Invalid"));
+    assert_eq!(refused.message, format!("RayCluster.ray.io \"c\" is invalid: {message}"));
+    let expected: Vec<(String, String)> = expected.iter().map(|(f, r)| (f.to_string(), r.to_string())).collect();
+    assert_eq!(causes(&refused), expected);
+}
+
+#[tokio::test]
+async fn ray_clusters_get_the_crd_defaults_and_lose_unknown_fields() {
+    let client = client();
+    create_ray_crds(&client).await;
+    let spec = json!({
+        "headGroupSpec": head_group(),
+        "workerGroupSpecs": [{"groupName": "w", "template": {}, "colour": "blue"}],
+        "typo": true,
+    });
+    let created = ray_clusters(&client).create(&PostParams::default(), &ray_cluster_with(spec)).await.unwrap();
+    let spec = &created.data["spec"];
+    assert_eq!(spec["headGroupSpec"]["rayStartParams"], json!({}));
+    let worker = &spec["workerGroupSpecs"][0];
+    assert_eq!((worker["numOfHosts"].clone(), worker["replicas"].clone()), (json!(1), json!(0)));
+    assert_eq!((worker["minReplicas"].clone(), worker["maxReplicas"].clone()), (json!(0), json!(2147483647)));
+    assert_eq!((worker.get("colour"), spec.get("typo")), (None, None));
+}
+
+#[tokio::test]
+async fn unknown_fields_are_warned_of_or_refused_under_strict_validation() {
+    use tower::ServiceExt;
+    let sim = Sim::new(config());
+    let client = sim.client();
+    create_ray_crds(&client).await;
+    let body = json!({"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "c"},
+                      "spec": {"headGroupSpec": head_group(), "typo": 1}});
+    let post = |query: &str| {
+        http::Request::post(format!("/apis/ray.io/v1/namespaces/default/rayclusters{query}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+            .unwrap()
+    };
+    let strict = sim.service().oneshot(post("?fieldValidation=Strict")).await.unwrap();
+    assert_eq!(strict.status(), 400);
+    let answer: Value = serde_json::from_slice(&strict.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(
+        answer["message"],
+        "RayCluster in version \"v1\" cannot be handled as a RayCluster: strict decoding error: unknown field \"spec.typo\""
+    );
+    let warned = sim.service().oneshot(post("")).await.unwrap();
+    assert_eq!(warned.status(), 201);
+    let warnings: Vec<&str> = warned.headers().get_all("warning").iter().map(|w| w.to_str().unwrap()).collect();
+    assert_eq!(warnings, ["299 - \"unknown field \\\"spec.typo\\\"\""]);
+}
+
+#[tokio::test]
+async fn the_managed_by_field_cannot_change() {
+    let client = client();
+    create_ray_crds(&client).await;
+    let clusters = ray_clusters(&client);
+    let spec = json!({"headGroupSpec": head_group(), "managedBy": "ray.io/kuberay-operator"});
+    clusters.create(&PostParams::default(), &ray_cluster_with(spec)).await.unwrap();
+    let change = Patch::Merge(json!({"spec": {"managedBy": "kueue.x-k8s.io/multikueue"}}));
+    let refused = status(clusters.patch("c", &PatchParams::default(), &change).await);
+    assert_eq!(
+        refused.message,
+        "RayCluster.ray.io \"c\" is invalid: spec.managedBy: Invalid value: \"string\": the managedBy field is immutable"
+    );
+    let unknown = Patch::Merge(json!({"spec": {"typo": 1}}));
+    let strict = status(clusters.patch("c", &PatchParams::default().validation_strict(), &unknown).await);
+    assert_eq!(strict.code, 400);
+    let label = Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}}));
+    assert!(clusters.patch("c", &PatchParams::default().validation_strict(), &label).await.is_ok());
+}
+
 #[tokio::test]
 async fn a_deleted_namespace_empties_itself_and_refuses_new_content() {
     let client = client();
@@ -818,4 +944,92 @@ async fn the_same_seed_and_requests_give_the_same_events() {
     assert_eq!(kinds, ["ADDED", "ADDED", "ADDED", "DELETED", "DELETED", "DELETED"]);
     assert_eq!(events, scenario_events(42).await);
     assert_ne!(events, scenario_events(43).await);
+}
+
+// ---- the network: services/proxy, the address resolver, and pods/log ----
+
+/// Answers every request with its method and URI.
+struct Echo;
+
+impl kuberay::sim::network::Process for Echo {
+    fn call(&self, request: kuberay::sim::network::Request) -> kuberay::sim::network::Answer {
+        let text = format!("{} {}", request.method(), request.uri());
+        Box::pin(async move { http::Response::new(bytes::Bytes::from(text)) })
+    }
+}
+
+/// `Echo` listens on port 8080 of the Pods labelled `app=web`.
+struct WebServers;
+
+impl kuberay::sim::network::Processes for WebServers {
+    fn listening(
+        &self,
+        _: &kuberay::sim::store::Store,
+        pod: &Value,
+        port: u16,
+    ) -> Option<std::sync::Arc<dyn kuberay::sim::network::Process>> {
+        (pod.pointer("/metadata/labels/app") == Some(&json!("web")) && port == 8080)
+            .then(|| std::sync::Arc::new(Echo) as _)
+    }
+}
+
+async fn web_cluster() -> Sim {
+    let clock = std::sync::Arc::new(kuberay::sim::TokioClock::starting_at("2025-01-01T00:00:00Z".parse().unwrap()));
+    let sim = Sim::new(SimConfig { clock, processes: vec![std::sync::Arc::new(WebServers)], ..config() });
+    let running = sim.clone();
+    tokio::spawn(async move { running.run_controllers(kuberay::sim::ControllerConfig::default()).await });
+    let client = sim.client();
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), "default").create(&PostParams::default(), &service).await.unwrap();
+    let web: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web-1", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "python:3", "command": ["python", "-m"], "args": ["http.server", "8080"]}]},
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(client, "default").create(&PostParams::default(), &web).await.unwrap();
+    sim
+}
+
+#[tokio::test(start_paused = true)]
+async fn services_proxy_forwards_to_what_listens_behind_the_service_port() {
+    let sim = web_cluster().await;
+    let client = sim.client();
+    let proxied = |path: &str| http::Request::get(path.to_string()).body(Vec::new()).unwrap();
+    let early = client.request_text(proxied("/api/v1/namespaces/default/services/web:http/proxy/")).await;
+    match early {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!((status.code, status.message.as_str()), (503, "no endpoints available for service \"web\""))
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+    after(2.5).await;
+    for service in ["web:http", "web:80", "web", "http:web:80"] {
+        let path = format!("/api/v1/namespaces/default/services/{service}/proxy/api/jobs/?limit=2");
+        assert_eq!(client.request_text(proxied(&path)).await.unwrap(), "GET /api/jobs/?limit=2", "{service}");
+    }
+    let request = http::Request::post("/api/version").body(bytes::Bytes::new()).unwrap();
+    let answer = sim.send("web.default.svc.cluster.local:80", request).await.unwrap();
+    assert_eq!(answer.into_body(), "POST /api/version");
+    let request = http::Request::get("/").body(bytes::Bytes::new()).unwrap();
+    assert_eq!(sim.send("kubernetes.default.svc:443", request).await.unwrap_err().code, 503);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pod_logs_are_what_the_kubelet_started() {
+    let sim = web_cluster().await;
+    let pods: Api<Pod> = Api::namespaced(sim.client(), "default");
+    let waiting = status(pods.logs("web-1", &kube::api::LogParams::default()).await);
+    assert_eq!(
+        (waiting.code, waiting.message.as_str()),
+        (400, "container \"web\" in pod \"web-1\" is waiting to start: ContainerCreating")
+    );
+    after(1.5).await;
+    assert_eq!(pods.logs("web-1", &kube::api::LogParams::default()).await.unwrap(), "python -m http.server 8080\n");
+    let other = kube::api::LogParams { container: Some("sidecar".to_string()), ..Default::default() };
+    assert_eq!(status(pods.logs("web-1", &other).await).message, "container sidecar is not valid for pod web-1");
+    assert_eq!(status(pods.logs("nope", &kube::api::LogParams::default()).await).code, 404);
 }

@@ -6,8 +6,11 @@
 //!   [`ControllerConfig::pod_ready_delay`] more. A Pod whose restartPolicy is not `Always` ends after
 //!   [`ControllerConfig::pod_run_duration`]: Succeeded with exit code 0, or Failed with exit code 1 when it matches
 //!   [`ControllerConfig::failing_pods`]. A failing `Always` Pod never gets Ready (its container waits in
-//!   CrashLoopBackOff with one restart). Approximations: no nodes or scheduling (`spec.nodeName` stays as written),
-//!   no probes, no in-place restarts of `OnFailure` containers (the Pod fails), no graceful termination.
+//!   CrashLoopBackOff with one restart). Each container's output ([`pod_log`], `pods/NAME/log`) starts with the
+//!   command line it runs (`command` and `args`, or `<image entrypoint>`); the simulated processes of a Pod (the Ray
+//!   dashboard) add to it. Approximations: no nodes or scheduling (`spec.nodeName` stays as written), no probes, no
+//!   in-place restarts of `OnFailure` containers (the Pod fails), no graceful termination, no `previous` logs, and
+//!   `follow` answers what was written so far.
 //! - **Endpoints**: every Service with a selector has an Endpoints object of its name whose addresses are the
 //!   ready matching Pods with an IP (the others under `notReadyAddresses`), ports resolved from the Service's
 //!   `targetPort` (named ports from the first Pod's containers); it is deleted with its Service.
@@ -27,9 +30,10 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::clock::format_time;
+use super::error::ApiError;
 use super::resources::{ResourceId, ResourceType};
 use super::selector::LabelSelector;
-use super::store::{DeleteOptions, ListOptions, Propagation, Store, Subresource, WatchPoll};
+use super::store::{DeleteOptions, FieldValidation, ListOptions, Propagation, Store, Subresource, WatchPoll};
 
 /// How the simulated kubelet paces and fails Pods.
 #[derive(Clone, Debug)]
@@ -251,6 +255,9 @@ impl Controllers {
         let mut next = pod.as_ref().clone();
         match step {
             Step::Start => {
+                for container in pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
+                    store.append_log(&target.uid, text(container, "/name"), &command_line(container));
+                }
                 let ip = self.pod_ip();
                 next["status"] = running_status(&pod, &ip, &time);
                 self.schedule(now + self.config.pod_ready_delay, Step::Ready, target.clone());
@@ -278,7 +285,14 @@ impl Controllers {
             }
             Step::JobDeadline => return,
         }
-        let _ = store.update(&pods, Some(&target.namespace), &target.name, next, Subresource::Status);
+        let _ = store.update(
+            &pods,
+            Some(&target.namespace),
+            &target.name,
+            next,
+            Subresource::Status,
+            FieldValidation::Ignore,
+        );
     }
 
     fn reconcile_job(&mut self, store: &mut Store, namespace: &str, name: &str, now: Instant) {
@@ -334,7 +348,7 @@ impl Controllers {
         } else if succeeded < completions {
             let wanted = parallelism.min(completions - succeeded) - active_count;
             for _ in 0..wanted.max(0) {
-                if store.create(&pods, Some(namespace), pod_for(&job)).is_ok() {
+                if store.create(&pods, Some(namespace), pod_for(&job), FieldValidation::Ignore).is_ok() {
                     active_count += 1;
                 }
             }
@@ -368,9 +382,73 @@ impl Controllers {
         if job.get("status") != Some(&status) {
             let mut next = job.as_ref().clone();
             next["status"] = status;
-            let _ = store.update(&jobs, Some(namespace), name, next, Subresource::Status);
+            let _ = store.update(&jobs, Some(namespace), name, next, Subresource::Status, FieldValidation::Ignore);
         }
     }
+}
+
+/// What a container runs, as one line.
+fn command_line(container: &Value) -> String {
+    let words: Vec<&str> = ["command", "args"]
+        .iter()
+        .filter_map(|field| container.get(*field).and_then(Value::as_array))
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if words.is_empty() { "<image entrypoint>".to_string() } else { words.join(" ") }
+}
+
+/// The options of a `pods/NAME/log` request.
+#[derive(Clone, Debug, Default)]
+pub struct LogOptions {
+    pub container: Option<String>,
+    pub tail_lines: Option<usize>,
+    pub timestamps: bool,
+}
+
+/// `pods/NAME/log`: what a container of a Pod wrote, as the kubelet serves it (with its errors).
+pub fn pod_log(store: &Store, namespace: &str, name: &str, options: &LogOptions) -> Result<String, ApiError> {
+    let pods = resource(store, "", "v1", "pods").ok_or_else(|| ApiError::internal("pods are not served"))?;
+    let pod = store.get(&pods, Some(namespace), name)?;
+    let containers: Vec<&str> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| text(c, "/name"))
+        .collect();
+    let container = match (options.container.as_deref(), containers.as_slice()) {
+        (Some(container), _) => container,
+        (None, [only]) => only,
+        (None, many) => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                many.join(" ")
+            )));
+        }
+    };
+    if !containers.contains(&container) {
+        return Err(ApiError::bad_request(format!("container {container} is not valid for pod {name}")));
+    }
+    let started = pod.pointer("/status/containerStatuses").and_then(Value::as_array).into_iter().flatten().any(|c| {
+        text(c, "/name") == container
+            && (c.pointer("/state/running").is_some() || c.pointer("/state/terminated").is_some())
+    });
+    if !started {
+        return Err(ApiError::bad_request(format!(
+            "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
+        )));
+    }
+    let lines = store.log(text(&pod, "/metadata/uid"), container);
+    let skip = options.tail_lines.map_or(0, |tail| lines.len().saturating_sub(tail));
+    Ok(lines[skip..]
+        .iter()
+        .map(
+            |line| {
+                if options.timestamps { format!("{} {}\n", line.time, line.text) } else { format!("{}\n", line.text) }
+            },
+        )
+        .collect())
 }
 
 fn background() -> DeleteOptions {
@@ -534,11 +612,18 @@ fn reconcile_endpoints(store: &mut Store, namespace: &str) {
                             }
                         }
                     }
-                    let _ = store.update(&endpoints, Some(namespace), name, next, Subresource::Main);
+                    let _ = store.update(
+                        &endpoints,
+                        Some(namespace),
+                        name,
+                        next,
+                        Subresource::Main,
+                        FieldValidation::Ignore,
+                    );
                 }
             }
             Err(_) => {
-                let _ = store.create(&endpoints, Some(namespace), desired);
+                let _ = store.create(&endpoints, Some(namespace), desired, FieldValidation::Ignore);
             }
         }
     }

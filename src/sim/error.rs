@@ -31,6 +31,10 @@ pub struct Cause {
 pub enum CauseReason {
     Required,
     Invalid,
+    /// A value of the wrong JSON type.
+    TypeInvalid,
+    /// A value outside an enumeration.
+    NotSupported,
     Forbidden,
 }
 
@@ -39,22 +43,32 @@ impl Cause {
         Cause { field: field.to_string(), reason, detail: detail.into() }
     }
 
-    /// `Required value: …`, `Invalid value: "x": …`, `Forbidden: …` as field.ErrorList prints them.
+    /// `Required value`, `Invalid value: "x": …`, `Unsupported value: "x": …`, `Forbidden: …` as field.ErrorList
+    /// prints them (the detail, when there is one, after a colon).
     fn message(&self) -> String {
-        match self.reason {
-            CauseReason::Required => format!("Required value: {}", self.detail),
-            CauseReason::Invalid => format!("Invalid value: {}", self.detail),
-            CauseReason::Forbidden => format!("Forbidden: {}", self.detail),
-        }
+        let prefix = match self.reason {
+            CauseReason::Required => "Required value",
+            CauseReason::Invalid | CauseReason::TypeInvalid => "Invalid value",
+            CauseReason::NotSupported => "Unsupported value",
+            CauseReason::Forbidden => "Forbidden",
+        };
+        if self.detail.is_empty() { prefix.to_string() } else { format!("{prefix}: {}", self.detail) }
     }
 
     fn reason(&self) -> &'static str {
         match self.reason {
             CauseReason::Required => "FieldValueRequired",
             CauseReason::Invalid => "FieldValueInvalid",
+            CauseReason::TypeInvalid => "FieldValueTypeInvalid",
+            CauseReason::NotSupported => "FieldValueNotSupported",
             CauseReason::Forbidden => "FieldValueForbidden",
         }
     }
+}
+
+/// What the API server says of a field it dropped (a warning) or refused (under `fieldValidation=Strict`).
+pub fn unknown_field_warning(field: &str) -> String {
+    format!("unknown field \"{field}\"")
 }
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -152,6 +166,15 @@ impl ApiError {
         ApiError::new(422, "Invalid", message)
     }
 
+    /// A body with fields its kind does not know, under `fieldValidation=Strict`.
+    pub fn strict_decoding(kind: &str, version: &str, unknown_fields: &[String]) -> ApiError {
+        let fields: Vec<String> = unknown_fields.iter().map(|field| unknown_field_warning(field)).collect();
+        ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+            fields.join(", ")
+        ))
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "BadRequest", message)
     }
@@ -188,6 +211,26 @@ impl ApiError {
                 accepted.join(", ")
             ),
         )
+    }
+
+    /// An overloaded server's answer; the client should come back in a second.
+    pub fn too_many_requests() -> ApiError {
+        ApiError::new(
+            429,
+            "TooManyRequests",
+            "the server has received too many requests and has asked us to try again later",
+        )
+        .with_details(json!({"retryAfterSeconds": 1}))
+    }
+
+    /// A proxied request that reaches nothing.
+    pub fn service_unavailable(message: &str) -> ApiError {
+        ApiError::new(503, "ServiceUnavailable", message)
+    }
+
+    /// An `Accept` header that offers no media type the server writes.
+    pub fn not_acceptable() -> ApiError {
+        ApiError::new(406, "NotAcceptable", "only the following media types are accepted: application/json")
     }
 
     pub fn internal(message: &str) -> ApiError {

@@ -14,10 +14,17 @@ use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
 use super::Shared;
+use super::controllers::{self, LogOptions};
 use super::error::ApiError;
+use super::network::{self, Process};
+use super::openapi;
+use super::protobuf::{self, ProtobufError};
 use super::resources::ResourceType;
 use super::selector::{FieldSelector, LabelSelector};
-use super::store::{DeleteOptions, Deleted, ListOptions, PatchKind, PatchRequest, Propagation, Subresource};
+use super::store::{
+    DeleteOptions, Deleted, FieldValidation, ListOptions, PatchKind, PatchRequest, Propagation, Store, Subresource,
+};
+use super::table::{self, IncludeObject, Rendering};
 use super::watch::{self, WatchPlan, present};
 
 /// The body of every answer: a whole JSON document, or a watch stream.
@@ -26,23 +33,30 @@ pub type SimBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>
 /// What the server answers with.
 enum Reply {
     Json(StatusCode, Value),
-    Text(&'static str),
+    Text(String),
     Watch(Box<WatchPlan>),
+    /// A request for a process inside the cluster (`services/proxy`).
+    Forward(Arc<dyn Process>, Box<network::Request>),
 }
 
 /// The version the simulated cluster reports (the Kubernetes API it follows).
-const GIT_VERSION: &str = "v1.33.0";
+pub(crate) const GIT_VERSION: &str = "v1.33.0";
 
 /// A watch without `timeoutSeconds` ends after this long (the API server picks 30–60 minutes at random).
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 
 pub async fn handle(shared: Arc<Shared>, parts: http::request::Parts, body: Bytes) -> Response<SimBody> {
-    match route(&shared, &parts, &body) {
+    let mut warnings = Vec::new();
+    let mut response = match route(&shared, &parts, &body, &mut warnings) {
         Ok(Reply::Json(status, value)) => json_response(status, &value),
         Ok(Reply::Text(text)) => {
-            let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())).boxed_unsync());
+            let mut response = Response::new(Full::new(Bytes::from(text)).boxed_unsync());
             response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
             response
+        }
+        Ok(Reply::Forward(process, request)) => {
+            let (parts, body) = process.call(*request).await.into_parts();
+            Response::from_parts(parts, Full::new(body).boxed_unsync())
         }
         Ok(Reply::Watch(plan)) => {
             let frames = watch::stream(shared, *plan).map(|chunk| Ok(http_body::Frame::data(chunk)));
@@ -50,11 +64,34 @@ pub async fn handle(shared: Arc<Shared>, parts: http::request::Parts, body: Byte
             response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
             response
         }
-        Err(error) => json_response(
-            StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            &error.status(),
-        ),
+        Err(error) => {
+            let mut response = json_response(
+                StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                &error.status(),
+            );
+            if error.code == 429 {
+                response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            }
+            response
+        }
+    };
+    for warning in warnings {
+        // RFC 7234 warning headers, code 299, as the API server sends them (kubectl prints them).
+        let text = format!("299 - {}", serde_json::to_string(&warning).unwrap_or_default());
+        if let Ok(value) = header::HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
     }
+    response
+}
+
+/// A write whose warnings go to the answer.
+fn write<R>(shared: &Shared, warnings: &mut Vec<String>, f: impl FnOnce(&mut Store) -> R) -> R {
+    shared.write(|store| {
+        let result = f(store);
+        warnings.extend(store.take_warnings());
+        result
+    })
 }
 
 pub fn json_response(status: StatusCode, value: &Value) -> Response<SimBody> {
@@ -90,7 +127,12 @@ struct Target {
     subresource: Subresource,
 }
 
-fn route(shared: &Shared, parts: &http::request::Parts, body: &[u8]) -> Result<Reply, ApiError> {
+fn route(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    body: &[u8],
+    warnings: &mut Vec<String>,
+) -> Result<Reply, ApiError> {
     let segments: Vec<String> = parts
         .uri
         .path()
@@ -106,7 +148,7 @@ fn route(shared: &Shared, parts: &http::request::Parts, body: &[u8]) -> Result<R
         reply.map(|v| Reply::Json(StatusCode::OK, v)).ok_or_else(ApiError::no_such_path)
     };
     match segments.as_slice() {
-        ["healthz" | "livez" | "readyz"] => Ok(Reply::Text("ok")),
+        ["healthz" | "livez" | "readyz"] => Ok(Reply::Text("ok".to_string())),
         ["version"] => get_only(Some(version())),
         ["api"] => {
             let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
@@ -116,10 +158,58 @@ fn route(shared: &Shared, parts: &http::request::Parts, body: &[u8]) -> Result<R
         ["api", version] => get_only(shared.read(|s| s.registry().resource_list("", version))),
         ["apis", group] => get_only(shared.read(|s| s.registry().group_document(group))),
         ["apis", group, version] => get_only(shared.read(|s| s.registry().resource_list(group, version))),
-        ["api", version, rest @ ..] => resource_request(shared, parts, body, "", version, rest),
-        ["apis", group, version, rest @ ..] => resource_request(shared, parts, body, group, version, rest),
+        ["openapi", "v3"] => get_only(Some(shared.read(|s| openapi::index(s.registry())))),
+        ["openapi", "v3", rest @ ..] => get_only(shared.read(|s| openapi::document(s.registry(), &rest.join("/")))),
+        ["api", "v1", "namespaces", namespace, "pods", name, "log"] => {
+            if parts.method != Method::GET {
+                return Err(ApiError::method_not_allowed(parts.method.as_str()));
+            }
+            let query = query(parts);
+            let options = LogOptions {
+                container: query.get("container").filter(|c| !c.is_empty()).cloned(),
+                tail_lines: query.get("tailLines").and_then(|t| t.parse().ok()),
+                timestamps: query.get("timestamps").is_some_and(|t| t == "true"),
+            };
+            shared.read(|s| controllers::pod_log(s, namespace, name, &options)).map(Reply::Text)
+        }
+        ["api", "v1", "namespaces", namespace, "services", service, "proxy", ..] => {
+            proxy(shared, parts, body, namespace, service)
+        }
+        ["api", version, rest @ ..] => resource_request(shared, parts, body, "", version, rest, warnings),
+        ["apis", group, version, rest @ ..] => resource_request(shared, parts, body, group, version, rest, warnings),
         _ => Err(ApiError::no_such_path()),
     }
+}
+
+/// `services/[SCHEME:]NAME[:PORT]/proxy/PATH`: the request, with PATH as its path, to what listens behind that
+/// Service port.
+fn proxy(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    body: &[u8],
+    namespace: &str,
+    service: &str,
+) -> Result<Reply, ApiError> {
+    let (name, port) = match service.split(':').collect::<Vec<_>>().as_slice() {
+        [name] => (*name, ""),
+        [name, port] => (*name, *port),
+        [_scheme, name, port] => (*name, *port),
+        _ => return Err(ApiError::bad_request(format!("invalid service request {service}"))),
+    };
+    let target = shared.read(|s| network::service_target(s, namespace, name, port))?;
+    let process = shared.process(&target).ok_or_else(|| network::connection_refused(&target))?;
+    let path = parts.uri.path();
+    let rest = path.find("/proxy").map_or("", |at| &path[at + "/proxy".len()..]);
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let uri = match parts.uri.query() {
+        Some(query) => format!("{rest}?{query}"),
+        None => rest.to_string(),
+    };
+    let mut request = http::Request::new(Bytes::copy_from_slice(body));
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri.parse().map_err(|_| ApiError::bad_request(format!("invalid proxied path {uri}")))?;
+    *request.headers_mut() = parts.headers.clone();
+    Ok(Reply::Forward(process, Box::new(request)))
 }
 
 fn target(shared: &Shared, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
@@ -165,28 +255,37 @@ fn resource_request(
     group: &str,
     version: &str,
     rest: &[&str],
+    warnings: &mut Vec<String>,
 ) -> Result<Reply, ApiError> {
     let target = target(shared, group, version, rest)?;
     let query = query(parts);
+    let field_validation = FieldValidation::parse(query.get("fieldValidation").map_or("", String::as_str))?;
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let media_type = content_type.split(';').next().unwrap_or_default().trim();
-    // Only JSON is spoken: clients that try protobuf first (kubectl) fall back to JSON on 415.
     if matches!(parts.method, Method::POST | Method::PUT)
         && !body.is_empty()
-        && !media_type.is_empty()
-        && media_type != "application/json"
+        && !matches!(media_type, "" | "application/json" | PROTOBUF)
     {
-        return Err(ApiError::unsupported_media_type(media_type, &["application/json", "application/yaml"]));
+        return Err(ApiError::unsupported_media_type(media_type, &["application/json", PROTOBUF]));
     }
     if query.get("dryRun").is_some_and(|d| !d.is_empty()) {
         return Err(ApiError::bad_request("dryRun is not supported by the simulated cluster"));
     }
     let namespace = target.namespace.as_deref();
     let resource = &target.resource;
+    if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+        && let Some(refused) =
+            shared.refuse_write(resource.group_resource(), target.name.as_deref().unwrap_or_default())
+    {
+        return Err(refused);
+    }
+    let include = IncludeObject::parse(query.get("includeObject").map_or("", String::as_str));
+    let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let rendering = Rendering::negotiate(accept, include).ok_or_else(ApiError::not_acceptable)?;
     let ok = |object: &Value| Reply::Json(StatusCode::OK, present(resource, &target.version, object));
     match (&parts.method, target.name.as_deref()) {
         (&Method::GET, None) if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) => {
-            watch_plan(shared, &target, &query).map(|plan| Reply::Watch(Box::new(plan)))
+            watch_plan(shared, &target, &query, rendering).map(|plan| Reply::Watch(Box::new(plan)))
         }
         (&Method::GET, None) => {
             let options = list_options(resource, &query)?;
@@ -198,17 +297,35 @@ fn resource_request(
             if let Some(remaining) = page.remaining_item_count {
                 metadata["remainingItemCount"] = json!(remaining);
             }
-            Ok(Reply::Json(StatusCode::OK, list_document(resource, &target.version, &page.items, metadata)))
+            let document = match rendering {
+                Rendering::Object => list_document(resource, &target.version, &page.items, metadata),
+                Rendering::Metadata => json!({
+                    "kind": "PartialObjectMetadataList",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": metadata,
+                    "items": page.items.iter().map(|o| table::partial_object_metadata(o)).collect::<Vec<_>>(),
+                }),
+                Rendering::Table(include) => {
+                    let objects: Vec<&Value> = page.items.iter().map(|o| o.as_ref()).collect();
+                    let now = shared.read(|s| s.now());
+                    table::table(resource, &target.version, &objects, include, metadata, now)
+                }
+            };
+            Ok(Reply::Json(StatusCode::OK, document))
         }
-        (&Method::GET, Some(name)) => shared.read(|s| s.get(resource, namespace, name)).map(|o| ok(&o)),
+        (&Method::GET, Some(name)) => {
+            let (object, now) = shared.read(|s| s.get(resource, namespace, name).map(|o| (o, s.now())))?;
+            Ok(Reply::Json(StatusCode::OK, rendering.one(resource, &target.version, &object, now)))
+        }
         (&Method::POST, None) => {
-            let body = parse_json(body)?;
-            let created = shared.write(|s| s.create(resource, namespace, body))?;
+            let body = parse_body(body, media_type)?;
+            let created = write(shared, warnings, |s| s.create(resource, namespace, body, field_validation))?;
             Ok(Reply::Json(StatusCode::CREATED, present(resource, &target.version, &created)))
         }
         (&Method::PUT, Some(name)) => {
-            let body = parse_json(body)?;
-            shared.write(|s| s.update(resource, namespace, name, body, target.subresource)).map(|o| ok(&o))
+            let body = parse_body(body, media_type)?;
+            write(shared, warnings, |s| s.update(resource, namespace, name, body, target.subresource, field_validation))
+                .map(|o| ok(&o))
         }
         (&Method::PATCH, Some(name)) => {
             let force = query.get("force").is_some_and(|f| f == "true");
@@ -231,8 +348,14 @@ fn resource_request(
             };
             let patch = if matches!(kind, PatchKind::Apply { .. }) { parse_yaml(body)? } else { parse_json(body)? };
             let manager = query.get("fieldManager").map(String::as_str);
-            let request = PatchRequest { kind, body: &patch, subresource: target.subresource, field_manager: manager };
-            let (object, created) = shared.write(|s| s.patch(resource, namespace, name, &request))?;
+            let request = PatchRequest {
+                kind,
+                body: &patch,
+                subresource: target.subresource,
+                field_manager: manager,
+                field_validation,
+            };
+            let (object, created) = write(shared, warnings, |s| s.patch(resource, namespace, name, &request))?;
             let status = if created { StatusCode::CREATED } else { StatusCode::OK };
             Ok(Reply::Json(status, present(resource, &target.version, &object)))
         }
@@ -291,6 +414,20 @@ fn deleted_status(resource: &ResourceType, object: &Value) -> Value {
     })
 }
 
+/// The media type of Kubernetes' protobuf encoding, which typed clients (kubectl's among them) send.
+const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
+
+/// A created or replaced object: JSON, or protobuf for the kinds [`protobuf`] knows.
+fn parse_body(body: &[u8], media_type: &str) -> Result<Value, ApiError> {
+    if media_type != PROTOBUF {
+        return parse_json(body);
+    }
+    protobuf::decode(body).map_err(|error| match error {
+        ProtobufError::UnknownKind(_) => ApiError::unsupported_media_type(PROTOBUF, &["application/json"]),
+        ProtobufError::Malformed => ApiError::bad_request(format!("error decoding request body: {error}")),
+    })
+}
+
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
 }
@@ -324,7 +461,12 @@ fn list_options(resource: &ResourceType, query: &BTreeMap<String, String>) -> Re
     })
 }
 
-fn watch_plan(shared: &Shared, target: &Target, query: &BTreeMap<String, String>) -> Result<WatchPlan, ApiError> {
+fn watch_plan(
+    shared: &Shared,
+    target: &Target,
+    query: &BTreeMap<String, String>,
+    rendering: Rendering,
+) -> Result<WatchPlan, ApiError> {
     let options = list_options(&target.resource, query)?;
     let send_initial_events = query.get("sendInitialEvents").is_some_and(|v| v == "true");
     let start =
@@ -348,6 +490,7 @@ fn watch_plan(shared: &Shared, target: &Target, query: &BTreeMap<String, String>
         bookmarks: query.get("allowWatchBookmarks").is_some_and(|v| v == "true"),
         initial_events_end: send_initial_events,
         timeout,
+        rendering,
     })
 }
 

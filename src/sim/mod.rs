@@ -3,7 +3,9 @@
 //! simulated cluster").
 //!
 //! [`Sim::run_controllers`] adds what a cluster runs besides the API server: a kubelet, the Endpoints controller
-//! and the Job controller ([`controllers`]).
+//! and the Job controller ([`controllers`]). Every running Ray head Pod has a simulated Ray dashboard
+//! ([`dashboard`]; or, with [`RayDashboard::Real`], a real one), reached through `services/proxy` or, in-process,
+//! through [`Sim::send`] at the address a real cluster gives it (`<svc>.<ns>.svc.cluster.local:8265`).
 //!
 //! Two transports serve the same server: [`Sim::service`] is a `tower::Service` that `kube::Client::new` accepts
 //! (one process holds both sides, and tokio's paused time drives both), and [`Sim::serve`] speaks plain HTTP/1.1
@@ -42,7 +44,15 @@
 //!   Service at 10.96.0.1) terminate by deleting their contents, held by `spec.finalizers: [kubernetes]` until
 //!   empty. CRDs get the `customresourcecleanup.apiextensions.k8s.io` finalizer, are established at once, and on
 //!   deletion remove their custom resources before they go.
+//! - Custom resources are held to their CRD's structural schema ([`schema`]): unknown fields pruned (a `Warning`
+//!   header each; 400 under `fieldValidation=Strict`), `default`s applied, then 422 Invalid with one cause per field.
+//!   Built-in kinds keep every field they are sent (no strict decoding against their Go types).
+//! - `pods/NAME/log` (what the simulated kubelet and processes wrote, [`controllers::pod_log`]) and
+//!   `services/[SCHEME:]NAME[:PORT]/proxy/…`, forwarded to what listens behind that Service port ([`network`]).
 //! - Errors are `Status` objects with the real codes, reasons, messages and details.
+//! - Fault knobs ([`SimConfig::faults`], [`faults`]), seeded: watch events lost, swapped or late (the initial
+//!   ADDED events of a watch excepted), watches cut with 410, clients' writes refused with 409/429/500, and
+//!   dashboards that answer late (the request takes effect; only the answer waits).
 //!
 //! # Approximations
 //! - Every write, and everything the garbage collector and the namespace and CRD controllers do in response, happens
@@ -63,24 +73,35 @@
 //!   or token injection, no quota, no RBAC (every request is allowed).
 //! - Core Events and `events.k8s.io` Events are stored apart (the real server converts between them) and never
 //!   expire. Custom resources served at several versions are stored once without conversion (as the `None`
-//!   strategy does). Custom resources are not validated against the CRD's schema yet. `dryRun` is refused.
-//! - No protobuf, no Table output, no OpenAPI, no aggregated discovery: clients fall back to JSON documents.
+//!   strategy does). `dryRun` is refused.
+//! - Answers are JSON only: `Table` and `PartialObjectMetadata` renderings as asked ([`table`]), and 406 to a
+//!   client that accepts protobuf alone. Protobuf request bodies are read for the kinds kubectl's typed clients
+//!   create ([`protobuf`]). OpenAPI v3 only ([`openapi`]), no aggregated discovery (clients fall back to the
+//!   per-group documents).
 
 mod clock;
 pub mod controllers;
+pub mod dashboard;
 pub mod defaults;
 pub mod error;
+pub mod faults;
 mod http;
+pub mod network;
+pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 mod rng;
+pub mod schema;
 pub mod selector;
 pub mod store;
+pub mod table;
 mod watch;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -91,6 +112,8 @@ use http_body_util::BodyExt;
 pub use clock::{Clock, TokioClock, WallClock};
 pub use controllers::ControllerConfig;
 use controllers::Controllers;
+use faults::Dice;
+pub use faults::Faults;
 pub use http::SimBody;
 use store::Store;
 
@@ -104,6 +127,22 @@ pub struct SimConfig {
     /// How often a watch that asked for them gets a BOOKMARK.
     pub bookmark_interval: Duration,
     pub clock: Arc<dyn Clock>,
+    /// What listens on Pods' ports besides the Ray dashboards ([`network`]).
+    pub processes: Vec<Arc<dyn network::Processes>>,
+    /// Where each Ray head's dashboard is.
+    pub ray_dashboard: RayDashboard,
+    /// Faults to inject ([`faults`]); none by default.
+    pub faults: Faults,
+}
+
+/// The dashboards of the Ray heads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RayDashboard {
+    /// The simulated dashboard ([`dashboard`]).
+    #[default]
+    Simulated,
+    /// A real Ray head's dashboard at this URL, for every head.
+    Real(String),
 }
 
 impl Default for SimConfig {
@@ -113,6 +152,9 @@ impl Default for SimConfig {
             history_per_resource: 1000,
             bookmark_interval: Duration::from_secs(60),
             clock: clock::wall(),
+            processes: Vec::new(),
+            ray_dashboard: RayDashboard::Simulated,
+            faults: Faults::default(),
         }
     }
 }
@@ -123,6 +165,12 @@ pub(crate) struct Shared {
     /// The latest resourceVersion, for watches to wake on.
     changed: tokio::sync::watch::Sender<u64>,
     bookmark_interval: Duration,
+    processes: Vec<Arc<dyn network::Processes>>,
+    faults: Faults,
+    /// Draws for the faults of writes, in the order writes arrive.
+    write_dice: Mutex<Dice>,
+    /// How many watches were opened: each draws its faults from its own rank's generator.
+    watches: AtomicU64,
 }
 
 impl Shared {
@@ -147,6 +195,17 @@ impl Shared {
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changed.subscribe()
     }
+
+    /// The fault injected into a client's write, if any.
+    fn refuse_write(&self, resource: error::GroupResource, name: &str) -> Option<error::ApiError> {
+        let mut dice = self.write_dice.lock().unwrap_or_else(PoisonError::into_inner);
+        self.faults.refuse_write(&mut dice, resource, name)
+    }
+
+    /// What listens on a Pod's port.
+    fn process(&self, target: &network::Target) -> Option<Arc<dyn network::Process>> {
+        self.read(|store| self.processes.iter().find_map(|p| p.listening(store, &target.pod, target.port)))
+    }
 }
 
 /// A simulated cluster. Cloning shares it.
@@ -157,10 +216,26 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(config: SimConfig) -> Sim {
+        let dashboards: Arc<dyn network::Processes> = match &config.ray_dashboard {
+            RayDashboard::Simulated => {
+                Arc::new(dashboard::Dashboards::new(config.clock.clone(), config.seed, config.faults.clone()))
+            }
+            RayDashboard::Real(url) => Arc::new(dashboard::RealDashboards::new(url)),
+        };
+        let mut processes = config.processes;
+        processes.push(dashboards);
         let store = Store::new(config.seed, config.clock, config.history_per_resource);
         let (changed, _) = tokio::sync::watch::channel(store.resource_version());
         Sim {
-            shared: Arc::new(Shared { store: Mutex::new(store), changed, bookmark_interval: config.bookmark_interval }),
+            shared: Arc::new(Shared {
+                store: Mutex::new(store),
+                changed,
+                bookmark_interval: config.bookmark_interval,
+                processes,
+                write_dice: Mutex::new(config.faults.dice(faults::WRITES, 0)),
+                faults: config.faults,
+                watches: AtomicU64::new(0),
+            }),
         }
     }
 
@@ -177,6 +252,15 @@ impl Sim {
     /// The resourceVersion of the latest write.
     pub fn resource_version(&self) -> u64 {
         self.shared.read(Store::resource_version)
+    }
+
+    /// Sends an HTTP request to `host:port` inside the simulated cluster (`<svc>.<ns>.svc.cluster.local:8265`, a
+    /// cluster IP, a Pod IP): the address resolver of an operator in the same process. Errors are the API server
+    /// proxy's (503 when nothing is there).
+    pub async fn send(&self, authority: &str, request: network::Request) -> Result<network::Response, error::ApiError> {
+        let target = self.shared.read(|store| network::resolve(store, authority))?;
+        let process = self.shared.process(&target).ok_or_else(|| network::connection_refused(&target))?;
+        Ok(process.call(request).await)
     }
 
     /// Runs the kubelet, the Endpoints controller and the Job controller ([`controllers`]) until the future is

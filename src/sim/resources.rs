@@ -2,6 +2,7 @@
 //! CustomResourceDefinition created through the API. Also the discovery documents built from them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -38,6 +39,8 @@ pub struct ResourceType {
     pub delete_returns_object: bool,
     /// Deleting without a propagation policy orphans dependents (`batch/v1` Jobs) instead of collecting them.
     pub orphans_by_default: bool,
+    /// The CRD that defines a custom resource: its schemas and printer columns.
+    pub definition: Option<Arc<Value>>,
 }
 
 impl ResourceType {
@@ -63,6 +66,21 @@ impl ResourceType {
 
     pub fn serves(&self, version: &str) -> bool {
         self.versions.iter().any(|v| v == version)
+    }
+
+    /// The CRD's entry for one version of a custom resource.
+    pub fn crd_version(&self, version: &str) -> Option<&Value> {
+        self.definition
+            .as_deref()?
+            .pointer("/spec/versions")?
+            .as_array()?
+            .iter()
+            .find(|v| v.get("name").and_then(Value::as_str) == Some(version))
+    }
+
+    /// A custom resource's `openAPIV3Schema` at one version.
+    pub fn schema(&self, version: &str) -> Option<&Value> {
+        self.crd_version(version)?.pointer("/schema/openAPIV3Schema")
     }
 }
 
@@ -150,6 +168,7 @@ impl Builtin {
             custom: false,
             delete_returns_object: self.returns_object,
             orphans_by_default: self.orphans,
+            definition: None,
         }
     }
 }
@@ -431,6 +450,7 @@ pub fn resource_of_crd(crd: &Value) -> Option<ResourceType> {
         custom: true,
         delete_returns_object: true,
         orphans_by_default: false,
+        definition: Some(Arc::new(crd.clone())),
     })
 }
 

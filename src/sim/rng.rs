@@ -37,6 +37,17 @@ impl Rng {
         )
     }
 
+    /// `length` characters of `[A-Za-z0-9]`, as Ray's generated submission ids have.
+    pub fn alphanumeric(&mut self, length: usize) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        (0..length)
+            .map(|_| {
+                let index = usize::try_from(self.next_u64() % ALPHABET.len() as u64).unwrap_or_default();
+                char::from(ALPHABET[index])
+            })
+            .collect()
+    }
+
     /// Five characters as the API server appends them to a `generateName`.
     pub fn name_suffix(&mut self) -> String {
         (0..5)

@@ -11,10 +11,11 @@ use serde_json::{Map, Value, json};
 
 use super::clock::{Clock, format_time};
 use super::defaults::{self, Allocator, CRD_CLEANUP_FINALIZER};
-use super::error::{ApiError, Cause, CauseReason, GroupResource};
+use super::error::{ApiError, Cause, CauseReason, GroupResource, unknown_field_warning};
 use super::patch::{self, ApplyRequest};
 use super::resources::{CRD_GROUP, CRD_PLURAL, Registry, ResourceId, ResourceType};
 use super::rng::Rng;
+use super::schema;
 use super::selector::{FieldSelector, LabelSelector};
 
 /// The finalizer that holds an owner deleted in the foreground until its blocking dependents are gone.
@@ -60,6 +61,32 @@ struct Table {
 pub enum Subresource {
     Main,
     Status,
+}
+
+/// What a write does with fields its kind's schema does not know (the `fieldValidation` parameter). Only custom
+/// resources are checked; built-in kinds keep what they are sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Drop them silently.
+    Ignore,
+    /// Drop them with a warning each (the API server's default).
+    #[default]
+    Warn,
+    /// Refuse the write (400).
+    Strict,
+}
+
+impl FieldValidation {
+    pub fn parse(text: &str) -> Result<FieldValidation, ApiError> {
+        match text {
+            "" | "Warn" => Ok(FieldValidation::Warn),
+            "Ignore" => Ok(FieldValidation::Ignore),
+            "Strict" => Ok(FieldValidation::Strict),
+            other => Err(ApiError::bad_request(format!(
+                "fieldValidation: Unsupported value: \"{other}\": supported values: \"Ignore\", \"Warn\", \"Strict\""
+            ))),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +147,16 @@ pub struct PatchRequest<'a> {
     pub body: &'a Value,
     pub subresource: Subresource,
     pub field_manager: Option<&'a str>,
+    pub field_validation: FieldValidation,
+}
+
+/// How an update treats its body.
+#[derive(Clone, Copy, Debug)]
+struct WriteMode {
+    subresource: Subresource,
+    /// Take the body's managedFields (server-side apply computed them) rather than keep the stored ones.
+    keep_managed_fields: bool,
+    field_validation: FieldValidation,
 }
 
 /// Where a watch starts.
@@ -145,6 +182,13 @@ pub enum WatchPoll {
     Closed,
 }
 
+/// One line a container wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub time: String,
+    pub text: String,
+}
+
 pub struct Store {
     resource_version: u64,
     registry: Registry,
@@ -156,6 +200,10 @@ pub struct Store {
     clock: Arc<dyn Clock>,
     allocator: Allocator,
     history_limit: usize,
+    /// The warnings of the request being served (fields dropped), for its answer's `Warning` headers.
+    warnings: Vec<String>,
+    /// Containers' output by Pod uid and container name; it goes with its Pod.
+    logs: HashMap<String, BTreeMap<String, Vec<LogLine>>>,
 }
 
 fn metadata(object: &Value) -> Option<&Map<String, Value>> {
@@ -238,6 +286,8 @@ impl Store {
             clock,
             allocator: Allocator::default(),
             history_limit: history_limit.max(1),
+            warnings: Vec::new(),
+            logs: HashMap::new(),
         };
         store.bootstrap();
         store
@@ -250,18 +300,34 @@ impl Store {
         let (Some(namespaces), Some(services)) = (builtin("", "namespaces"), builtin("", "services")) else { return };
         let mut created = Vec::new();
         for name in INITIAL_NAMESPACES {
-            created.push(self.create(&namespaces, None, json!({"metadata": {"name": name}})));
+            created.push(self.create(&namespaces, None, json!({"metadata": {"name": name}}), FieldValidation::Ignore));
         }
         let kubernetes = json!({
             "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
             "spec": {"ports": [{"name": "https", "port": 443, "targetPort": 6443}]},
         });
-        created.push(self.create(&services, Some("default"), kubernetes));
+        created.push(self.create(&services, Some("default"), kubernetes, FieldValidation::Ignore));
         debug_assert!(created.iter().all(Result::is_ok), "{created:?}");
     }
 
     pub fn resource_version(&self) -> u64 {
         self.resource_version
+    }
+
+    /// Appends a line to a container's output (the simulated kubelet and processes write there).
+    pub fn append_log(&mut self, pod_uid: &str, container: &str, text: &str) {
+        let line = LogLine { time: self.now_text(), text: text.to_string() };
+        self.logs.entry(pod_uid.to_string()).or_default().entry(container.to_string()).or_default().push(line);
+    }
+
+    /// What a container wrote so far.
+    pub fn log(&self, pod_uid: &str, container: &str) -> &[LogLine] {
+        self.logs.get(pod_uid).and_then(|containers| containers.get(container)).map_or(&[], Vec::as_slice)
+    }
+
+    /// The warnings the writes since the last call gave.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 
     pub fn registry(&self) -> &Registry {
@@ -370,6 +436,9 @@ impl Store {
         let resource_version = self.stamp(&mut last);
         let last = Arc::new(last);
         self.index(key, Some(&stored), None);
+        if key.resource.group.is_empty() && key.resource.plural == "pods" {
+            self.logs.remove(uid_of(&stored));
+        }
         let change =
             Change { resource_version, kind: ChangeKind::Deleted, object: last.clone(), previous: Some(stored) };
         self.record(&key.resource, change);
@@ -664,14 +733,45 @@ impl Store {
         ApiError::invalid(&resource.kind, &resource.group, name, causes)
     }
 
+    /// What decoding a custom resource does: drops the fields its schema does not know (or refuses them), then
+    /// applies the schema's defaults.
+    fn decode_custom(
+        &mut self,
+        resource: &ResourceType,
+        body: &mut Value,
+        field_validation: FieldValidation,
+    ) -> Result<(), ApiError> {
+        let version = resource.preferred_version();
+        let Some(schema) = resource.schema(version) else { return Ok(()) };
+        let unknown = schema::prune(schema, body);
+        match field_validation {
+            FieldValidation::Strict if !unknown.is_empty() => {
+                return Err(ApiError::strict_decoding(&resource.kind, version, &unknown));
+            }
+            FieldValidation::Warn => self.warnings.extend(unknown.iter().map(|field| unknown_field_warning(field))),
+            _ => {}
+        }
+        schema::apply_defaults(schema, body);
+        Ok(())
+    }
+
+    /// A custom resource against its schema and validation rules (`old`: the stored object, on update).
+    fn validate_custom(resource: &ResourceType, body: &Value, old: Option<&Value>, name: &str) -> Result<(), ApiError> {
+        let Some(schema) = resource.schema(resource.preferred_version()) else { return Ok(()) };
+        let causes = schema::validate(schema, body, old);
+        if causes.is_empty() { Ok(()) } else { Err(Self::invalid(resource, name, &causes)) }
+    }
+
     pub fn create(
         &mut self,
         resource: &ResourceType,
         namespace: Option<&str>,
         mut body: Value,
+        field_validation: FieldValidation,
     ) -> Result<Arc<Value>, ApiError> {
         Self::check_type(resource, &mut body)?;
         Self::check_namespace(resource, &mut body, namespace)?;
+        self.decode_custom(resource, &mut body, field_validation)?;
         let mut name = meta_str(&body, "name").to_string();
         let generate_name = meta_str(&body, "generateName").to_string();
         if name.is_empty() && !generate_name.is_empty() {
@@ -698,6 +798,7 @@ impl Store {
         if resource.namespaced {
             self.check_namespace_accepts(resource, &key.namespace, &name)?;
         }
+        Self::validate_custom(resource, &body, None, &name)?;
         if self.object(&key).is_some() {
             return Err(ApiError::already_exists(resource.group_resource(), &name));
         }
@@ -757,24 +858,25 @@ impl Store {
         name: &str,
         body: Value,
         subresource: Subresource,
+        field_validation: FieldValidation,
     ) -> Result<Arc<Value>, ApiError> {
-        self.write(resource, namespace, name, body, subresource, false)
+        let mode = WriteMode { subresource, keep_managed_fields: false, field_validation };
+        self.write(resource, namespace, name, body, mode)
     }
 
-    /// An update; `keep_managed_fields` takes the body's managedFields (server-side apply computed them), where a
-    /// plain update keeps the stored ones.
     fn write(
         &mut self,
         resource: &ResourceType,
         namespace: Option<&str>,
         name: &str,
         mut body: Value,
-        subresource: Subresource,
-        keep_managed_fields: bool,
+        mode: WriteMode,
     ) -> Result<Arc<Value>, ApiError> {
+        let WriteMode { subresource, keep_managed_fields, field_validation } = mode;
         let current = self.get(resource, namespace, name)?;
         Self::check_type(resource, &mut body)?;
         Self::check_namespace(resource, &mut body, namespace)?;
+        self.decode_custom(resource, &mut body, field_validation)?;
         let body_name = meta_str(&body, "name");
         if body_name.is_empty() {
             body["metadata"]["name"] = json!(name);
@@ -856,6 +958,7 @@ impl Store {
         }
         defaults::on_update(resource, &mut next, &current, &mut self.allocator)
             .map_err(|causes| Self::invalid(resource, name, &causes))?;
+        Self::validate_custom(resource, &next, Some(&current), name)?;
         if resource.generation
             && generation_content(&next, resource.status_subresource)
                 != generation_content(&current, resource.status_subresource)
@@ -900,14 +1003,14 @@ impl Store {
         name: &str,
         request: &PatchRequest,
     ) -> Result<(Arc<Value>, bool), ApiError> {
-        let PatchRequest { kind, body, subresource, field_manager } = *request;
+        let PatchRequest { kind, body, subresource, field_manager, field_validation } = *request;
         let current = match self.get(resource, namespace, name) {
             Ok(current) => current,
             Err(missing) => {
                 return match kind {
                     PatchKind::Apply { force } if subresource == Subresource::Main => {
                         let applied = self.apply_onto(resource, &json!({}), body, field_manager, force, name)?;
-                        self.create(resource, namespace, applied).map(|created| (created, true))
+                        self.create(resource, namespace, applied, field_validation).map(|created| (created, true))
                     }
                     _ => Err(missing),
                 };
@@ -949,8 +1052,9 @@ impl Store {
         if meta_str(&patched, "resourceVersion").is_empty() {
             patched["metadata"]["resourceVersion"] = json!(meta_str(&current, "resourceVersion"));
         }
-        let keep_managed_fields = matches!(kind, PatchKind::Apply { .. });
-        self.write(resource, namespace, name, patched, subresource, keep_managed_fields).map(|updated| (updated, false))
+        let mode =
+            WriteMode { subresource, keep_managed_fields: matches!(kind, PatchKind::Apply { .. }), field_validation };
+        self.write(resource, namespace, name, patched, mode).map(|updated| (updated, false))
     }
 
     fn apply_onto(

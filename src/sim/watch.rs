@@ -12,9 +12,11 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::error::ApiError;
+use super::faults::{self, Dice};
 use super::resources::ResourceType;
 use super::selector::{FieldSelector, LabelSelector};
 use super::store::{Change, ChangeKind, WatchPoll, WatchStart};
+use super::table::Rendering;
 
 /// Everything a watch request asked for.
 pub struct WatchPlan {
@@ -29,10 +31,18 @@ pub struct WatchPlan {
     /// `sendInitialEvents=true`: the initial events end with a BOOKMARK marked `k8s.io/initial-events-end`.
     pub initial_events_end: bool,
     pub timeout: Duration,
+    /// How events carry their objects (`as=Table` for `kubectl get -w`).
+    pub rendering: Rendering,
 }
 
 struct Watch {
     shared: Arc<Shared>,
+    /// Draws for this watch's faults.
+    dice: Dice,
+    /// An event held back by the reorder fault, sent after the next one.
+    held: Option<Vec<u8>>,
+    /// Events sent, for the forced-410 fault.
+    sent: usize,
     changed: tokio::sync::watch::Receiver<u64>,
     plan: WatchPlan,
     cursor: u64,
@@ -50,12 +60,13 @@ pub fn stream(shared: Arc<Shared>, mut plan: WatchPlan) -> impl Stream<Item = By
     let changed = shared.subscribe();
     let mut opening = VecDeque::new();
     let start = std::mem::replace(&mut plan.start, Err(ApiError::internal("taken")));
+    let time = shared.read(|store| store.now());
     let (cursor, finished_after_opening) = match start {
         Ok(start) => {
             let added: Vec<u8> = start
                 .initial
                 .iter()
-                .flat_map(|object| line("ADDED", &present(&plan.resource, &plan.version, object)))
+                .flat_map(|object| line("ADDED", &plan.rendering.one(&plan.resource, &plan.version, object, time)))
                 .collect();
             if !added.is_empty() {
                 opening.push_back(Bytes::from(added));
@@ -70,7 +81,12 @@ pub fn stream(shared: Arc<Shared>, mut plan: WatchPlan) -> impl Stream<Item = By
             (0, true)
         }
     };
+    let rank = shared.watches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dice = shared.faults.dice(faults::WATCHES, rank);
     let watch = Watch {
+        dice,
+        held: None,
+        sent: 0,
         shared,
         changed,
         cursor,
@@ -109,9 +125,9 @@ impl Watch {
                 }
                 WatchPoll::Changes { changes, cursor } => {
                     self.cursor = cursor;
-                    let lines = self.render(&changes);
-                    if !lines.is_empty() {
-                        return Some(Bytes::from(lines));
+                    let events = self.render(&changes);
+                    if let Some(chunk) = self.with_faults(events, current).await {
+                        return Some(chunk);
                     }
                 }
             }
@@ -151,21 +167,61 @@ impl Watch {
 
     /// The events a filtered watch sees: an object that starts matching is ADDED, one that stops matching is
     /// DELETED (in its last matching state, at the change's resourceVersion).
-    fn render(&self, changes: &[Change]) -> Vec<u8> {
+    /// The events as the fault knobs let them through: some lost, some swapped with the next, all late, and the
+    /// watch cut with 410 after so many. `None` when nothing is left to send.
+    async fn with_faults(&mut self, events: Vec<Vec<u8>>, current: u64) -> Option<Bytes> {
+        let faults = &self.shared.faults;
+        if !faults.watch_faults() {
+            return (!events.is_empty()).then(|| Bytes::from(events.concat()));
+        }
         let mut out = Vec::new();
-        let present = |object: &Value| present(&self.plan.resource, &self.plan.version, object);
+        for event in events {
+            if self.dice.chance(faults.drop_watch_events) {
+                continue;
+            }
+            if let Some(held) = self.held.take() {
+                out.push(event);
+                out.push(held);
+            } else if self.dice.chance(faults.reorder_watch_events) {
+                self.held = Some(event);
+            } else {
+                out.push(event);
+            }
+        }
+        if let Some(limit) = faults.expire_watches_after
+            && self.sent + out.len() >= limit
+        {
+            out.truncate(limit - self.sent);
+            self.finished = true;
+            let error = ApiError::expired(format!("too old resource version: {} ({current})", self.cursor));
+            out.push(line("ERROR", &error.status()));
+        }
+        if out.is_empty() {
+            return None;
+        }
+        self.sent += out.len();
+        if !faults.delay_watch_events.is_zero() {
+            tokio::time::sleep(faults.delay_watch_events).await;
+        }
+        Some(Bytes::from(out.concat()))
+    }
+
+    fn render(&self, changes: &[Change]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let now = self.shared.read(|store| store.now());
+        let present = |object: &Value| self.plan.rendering.one(&self.plan.resource, &self.plan.version, object, now);
         for change in changes {
             let now = self.in_scope(&change.object);
             let before = change.previous.as_deref().is_some_and(|p| self.in_scope(p));
             match (change.kind, before, now) {
-                (ChangeKind::Added, _, true) => out.extend(line("ADDED", &present(&change.object))),
-                (ChangeKind::Deleted, _, true) => out.extend(line("DELETED", &present(&change.object))),
-                (ChangeKind::Modified, true, true) => out.extend(line("MODIFIED", &present(&change.object))),
-                (ChangeKind::Modified, false, true) => out.extend(line("ADDED", &present(&change.object))),
+                (ChangeKind::Added, _, true) => out.push(line("ADDED", &present(&change.object))),
+                (ChangeKind::Deleted, _, true) => out.push(line("DELETED", &present(&change.object))),
+                (ChangeKind::Modified, true, true) => out.push(line("MODIFIED", &present(&change.object))),
+                (ChangeKind::Modified, false, true) => out.push(line("ADDED", &present(&change.object))),
                 (ChangeKind::Modified, true, false) => {
                     let mut last = change.previous.as_deref().map(present).unwrap_or(Value::Null);
                     last["metadata"]["resourceVersion"] = json!(change.resource_version.to_string());
-                    out.extend(line("DELETED", &last));
+                    out.push(line("DELETED", &last));
                 }
                 _ => {}
             }
