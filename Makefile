@@ -25,7 +25,10 @@ run: build
 crds:
 	$(CARGO) run --quiet -- crd --output-dir deploy/crds
 
-# The journal's figures next to raw sled's (append, replay, bytes per transition), then the crash test at length.
+# Benchmarks: the journal's figures next to raw sled's (append, replay, bytes per transition, one machine step),
+# the crash test at length, and the simulated cluster at scale (creates/s and watch fan-out with 10,000 Pods,
+# memory per 1,000 Pods).
 bench:
 	$(CARGO) bench --bench journal
 	JOURNAL_CRASH_ROUNDS=1000 $(CARGO) test --lib journal::crash_tests -- --nocapture
+	$(CARGO) bench --bench sim

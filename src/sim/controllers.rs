@@ -13,7 +13,9 @@
 //!   `follow` answers what was written so far.
 //! - **Endpoints**: every Service with a selector has an Endpoints object of its name whose addresses are the
 //!   ready matching Pods with an IP (the others under `notReadyAddresses`), ports resolved from the Service's
-//!   `targetPort` (named ports from the first Pod's containers); it is deleted with its Service.
+//!   `targetPort` (named ports from the first Pod's containers); it is deleted with its Service. A Pod's change
+//!   recomputes only the Endpoints of the Services that select it (before or after), and a Job's Pods are found
+//!   through the store's owner index: a step costs what changed, not what exists.
 //! - **Jobs**: creates the Pods of a Job from its template (`generateName: <job>-`, controlled by the Job) up to
 //!   `parallelism` while fewer than `completions` succeeded; counts `active`, `ready`, `succeeded`, `failed`; ends
 //!   `Complete` (with `SuccessCriteriaMet`) or `Failed` (with `FailureTarget`; `BackoffLimitExceeded` once more
@@ -33,7 +35,9 @@ use super::clock::format_time;
 use super::error::ApiError;
 use super::resources::{ResourceId, ResourceType};
 use super::selector::LabelSelector;
-use super::store::{DeleteOptions, FieldValidation, ListOptions, Propagation, Store, Subresource, WatchPoll};
+use super::store::{
+    ChangeKind, DeleteOptions, FieldValidation, ListOptions, Propagation, Store, Subresource, WatchPoll,
+};
 
 /// How the simulated kubelet paces and fails Pods.
 #[derive(Clone, Debug)]
@@ -83,6 +87,9 @@ pub struct Controllers {
     /// Jobs (by uid) whose activeDeadlineSeconds timer fired.
     past_deadline: HashSet<String>,
     next_pod_ip: u32,
+    /// The selectors of the Services that have one, by namespace and name: a Pod's change touches only the
+    /// Services that select it (before or after), so that a step does not list every Pod.
+    selectors: BTreeMap<String, BTreeMap<String, LabelSelector>>,
 }
 
 const HOST_IP: &str = "10.0.0.1";
@@ -136,7 +143,8 @@ fn is_deleting(object: &Value) -> bool {
 /// Everything the controllers touched in one round of changes.
 #[derive(Default)]
 struct Touched {
-    namespaces: BTreeSet<String>,
+    /// Services (namespace, name) whose Endpoints may be stale.
+    services: BTreeSet<(String, String)>,
     jobs: BTreeSet<(String, String)>,
     new_pods: Vec<Arc<Value>>,
 }
@@ -151,6 +159,7 @@ impl Controllers {
             started: HashSet::new(),
             past_deadline: HashSet::new(),
             next_pod_ip: u32::from(Ipv4Addr::new(10, 244, 0, 2)),
+            selectors: BTreeMap::new(),
         }
     }
 
@@ -182,7 +191,7 @@ impl Controllers {
         }
         for _ in 0..MAX_ROUNDS {
             self.collect_changes(store, &mut touched);
-            if touched.namespaces.is_empty() && touched.jobs.is_empty() && touched.new_pods.is_empty() {
+            if touched.services.is_empty() && touched.jobs.is_empty() && touched.new_pods.is_empty() {
                 break;
             }
             let round = std::mem::take(&mut touched);
@@ -192,8 +201,8 @@ impl Controllers {
                     self.schedule(now + self.config.pod_start_delay, Step::Start, target);
                 }
             }
-            for namespace in &round.namespaces {
-                reconcile_endpoints(store, namespace);
+            for (namespace, name) in &round.services {
+                reconcile_endpoints(store, namespace, name);
             }
             for (namespace, name) in &round.jobs {
                 self.reconcile_job(store, namespace, name, now);
@@ -201,38 +210,59 @@ impl Controllers {
         }
     }
 
-    /// Reads the history of Pods, Services and Jobs since the last look (everything, after a gap).
+    /// Reads the history of Services, Pods and Jobs since the last look (everything, after a gap).
     fn collect_changes(&mut self, store: &Store, touched: &mut Touched) {
-        for (group, plural) in [("", "pods"), ("", "services"), ("batch", "jobs")] {
+        for (group, plural) in [("", "services"), ("", "pods"), ("batch", "jobs")] {
             let id = ResourceId { group: group.to_string(), plural: plural.to_string() };
             let cursor = self.cursors.get(&id).copied().unwrap_or(0);
-            let objects: Vec<Arc<Value>> = match store.changes_since(&id, cursor) {
+            let changes: Vec<(Arc<Value>, Option<Arc<Value>>, bool)> = match store.changes_since(&id, cursor) {
                 WatchPoll::Changes { changes, cursor } => {
                     self.cursors.insert(id.clone(), cursor);
-                    changes.into_iter().map(|c| c.object).collect()
+                    changes.into_iter().map(|c| (c.object, c.previous, c.kind == ChangeKind::Deleted)).collect()
                 }
                 WatchPoll::Expired { .. } => {
                     self.cursors.insert(id.clone(), store.resource_version());
+                    if plural == "services" {
+                        self.selectors.clear();
+                    }
                     let Some(kind) = store.registry().get(&id).cloned() else { continue };
-                    store.list(&kind, None, &ListOptions::default()).map(|page| page.items).unwrap_or_default()
+                    let current = store.list(&kind, None, &ListOptions::default()).map(|page| page.items);
+                    current.unwrap_or_default().into_iter().map(|object| (object, None, false)).collect()
                 }
                 WatchPoll::Closed => continue,
             };
-            for object in objects {
+            for (object, previous, deleted) in changes {
                 let namespace = text(&object, "/metadata/namespace").to_string();
+                let name = text(&object, "/metadata/name").to_string();
                 match plural {
+                    "services" => {
+                        let selector =
+                            object.pointer("/spec/selector").and_then(Value::as_object).filter(|s| !s.is_empty());
+                        let selectors = self.selectors.entry(namespace.clone()).or_default();
+                        match selector.filter(|_| !deleted) {
+                            Some(selector) => selectors.insert(name.clone(), LabelSelector::from_labels(selector)),
+                            None => selectors.remove(&name),
+                        };
+                        touched.services.insert((namespace, name));
+                    }
                     "pods" => {
-                        if let Some(owner) = controller_uid(&object).and_then(|uid| job_of(store, &namespace, uid)) {
-                            touched.jobs.insert((namespace.clone(), owner));
+                        if let Some((resource, job)) = controller_uid(&object).and_then(|uid| store.by_uid(uid))
+                            && resource.group == "batch"
+                            && resource.plural == "jobs"
+                        {
+                            touched.jobs.insert((namespace.clone(), text(&job, "/metadata/name").to_string()));
                         }
-                        touched.new_pods.push(object.clone());
+                        for (service, selector) in self.selectors.get(&namespace).into_iter().flatten() {
+                            if selector.matches(&object) || previous.as_deref().is_some_and(|p| selector.matches(p)) {
+                                touched.services.insert((namespace.clone(), service.clone()));
+                            }
+                        }
+                        touched.new_pods.push(object);
                     }
-                    "jobs" => {
-                        touched.jobs.insert((namespace.clone(), text(&object, "/metadata/name").to_string()));
+                    _ => {
+                        touched.jobs.insert((namespace, name));
                     }
-                    _ => {}
                 }
-                touched.namespaces.insert(namespace);
             }
         }
     }
@@ -307,11 +337,10 @@ impl Controllers {
         }
         let uid = text(&job, "/metadata/uid").to_string();
         let owned: Vec<Arc<Value>> = store
-            .list(&pods, Some(namespace), &ListOptions::default())
-            .map(|page| page.items)
-            .unwrap_or_default()
+            .dependents_of(&uid)
             .into_iter()
-            .filter(|pod| controller_uid(pod) == Some(uid.as_str()))
+            .filter(|(resource, pod)| *resource == &pods.id() && controller_uid(pod) == Some(uid.as_str()))
+            .map(|(_, pod)| pod)
             .collect();
         let active: Vec<&Arc<Value>> = owned.iter().filter(|p| !is_terminal(p) && !is_deleting(p)).collect();
         let count = |phase_name: &str| owned.iter().filter(|p| phase(p) == phase_name).count() as i64;
@@ -455,17 +484,6 @@ fn background() -> DeleteOptions {
     DeleteOptions { propagation: Some(Propagation::Background), ..DeleteOptions::default() }
 }
 
-fn job_of(store: &Store, namespace: &str, uid: &str) -> Option<String> {
-    let jobs = resource(store, "batch", "v1", "jobs")?;
-    store
-        .list(&jobs, Some(namespace), &ListOptions::default())
-        .ok()?
-        .items
-        .iter()
-        .find(|job| text(job, "/metadata/uid") == uid)
-        .map(|job| text(job, "/metadata/name").to_string())
-}
-
 /// A Pod of a Job, as the Job controller makes it from the template.
 fn pod_for(job: &Value) -> Value {
     let template = job.pointer("/spec/template").cloned().unwrap_or(json!({}));
@@ -560,9 +578,8 @@ fn set_containers(pod: &mut Value, state: &Value, ready: bool, restarts: u32) {
     }
 }
 
-/// Brings the Endpoints of every Service in a namespace in line with its Pods, and removes those whose Service is
-/// gone.
-fn reconcile_endpoints(store: &mut Store, namespace: &str) {
+/// Brings the Endpoints of a Service in line with the Pods it selects, or removes them with the Service.
+fn reconcile_endpoints(store: &mut Store, namespace: &str, name: &str) {
     let (Some(services), Some(pods), Some(endpoints)) = (
         resource(store, "", "v1", "services"),
         resource(store, "", "v1", "pods"),
@@ -570,61 +587,45 @@ fn reconcile_endpoints(store: &mut Store, namespace: &str) {
     ) else {
         return;
     };
-    let list = |store: &Store, kind: &ResourceType| {
-        store.list(kind, Some(namespace), &ListOptions::default()).map(|page| page.items).unwrap_or_default()
-    };
-    let all_services = list(store, &services);
-    let all_pods = list(store, &pods);
-    let names: BTreeSet<&str> = all_services.iter().map(|s| text(s, "/metadata/name")).collect();
-    for existing in list(store, &endpoints) {
-        let name = text(&existing, "/metadata/name");
-        let managed = existing.pointer("/metadata/labels/endpoints.kubernetes.io~1managed-by").is_some();
-        if managed && !names.contains(name) {
+    let Ok(service) = store.get(&services, Some(namespace), name) else {
+        if let Ok(existing) = store.get(&endpoints, Some(namespace), name)
+            && existing.pointer("/metadata/labels/endpoints.kubernetes.io~1managed-by").is_some()
+        {
             let _ = store.delete(&endpoints, Some(namespace), name, &background());
         }
-    }
-    for service in &all_services {
-        let Some(selector) = service.pointer("/spec/selector").and_then(Value::as_object).filter(|s| !s.is_empty())
-        else {
-            continue;
-        };
-        let matching: Vec<&Arc<Value>> = all_pods
-            .iter()
-            .filter(|pod| {
-                selector.iter().all(|(k, v)| pod.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v))
-            })
-            .filter(|pod| !is_terminal(pod) && !is_deleting(pod) && !text(pod, "/status/podIP").is_empty())
-            .collect();
-        let desired = endpoints_for(service, &matching);
-        let name = text(service, "/metadata/name");
-        match store.get(&endpoints, Some(namespace), name) {
-            Ok(current) => {
-                if current.get("subsets") != desired.get("subsets")
-                    || current.pointer("/metadata/labels") != desired.pointer("/metadata/labels")
-                {
-                    let mut next = current.as_ref().clone();
-                    next["metadata"]["labels"] = desired["metadata"]["labels"].clone();
-                    match desired.get("subsets") {
-                        Some(subsets) => next["subsets"] = subsets.clone(),
-                        None => {
-                            if let Some(map) = next.as_object_mut() {
-                                map.remove("subsets");
-                            }
+        return;
+    };
+    let Some(selector) = service.pointer("/spec/selector").and_then(Value::as_object).filter(|s| !s.is_empty()) else {
+        return;
+    };
+    let options = ListOptions { labels: LabelSelector::from_labels(selector), ..ListOptions::default() };
+    let selected = store.list(&pods, Some(namespace), &options).map(|page| page.items).unwrap_or_default();
+    let matching: Vec<&Arc<Value>> = selected
+        .iter()
+        .filter(|pod| !is_terminal(pod) && !is_deleting(pod) && !text(pod, "/status/podIP").is_empty())
+        .collect();
+    let desired = endpoints_for(&service, &matching);
+    match store.get(&endpoints, Some(namespace), name) {
+        Ok(current) => {
+            if current.get("subsets") != desired.get("subsets")
+                || current.pointer("/metadata/labels") != desired.pointer("/metadata/labels")
+            {
+                let mut next = current.as_ref().clone();
+                next["metadata"]["labels"] = desired["metadata"]["labels"].clone();
+                match desired.get("subsets") {
+                    Some(subsets) => next["subsets"] = subsets.clone(),
+                    None => {
+                        if let Some(map) = next.as_object_mut() {
+                            map.remove("subsets");
                         }
                     }
-                    let _ = store.update(
-                        &endpoints,
-                        Some(namespace),
-                        name,
-                        next,
-                        Subresource::Main,
-                        FieldValidation::Ignore,
-                    );
                 }
+                let _ =
+                    store.update(&endpoints, Some(namespace), name, next, Subresource::Main, FieldValidation::Ignore);
             }
-            Err(_) => {
-                let _ = store.create(&endpoints, Some(namespace), desired, FieldValidation::Ignore);
-            }
+        }
+        Err(_) => {
+            let _ = store.create(&endpoints, Some(namespace), desired, FieldValidation::Ignore);
         }
     }
 }

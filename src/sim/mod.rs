@@ -46,13 +46,17 @@
 //!   deletion remove their custom resources before they go.
 //! - Custom resources are held to their CRD's structural schema ([`schema`]): unknown fields pruned (a `Warning`
 //!   header each; 400 under `fieldValidation=Strict`), `default`s applied, then 422 Invalid with one cause per field.
-//!   Built-in kinds keep every field they are sent (no strict decoding against their Go types).
+//!   Approximation: built-in kinds keep every field they are sent, `fieldValidation=Strict` or not (the API server
+//!   decodes them into their Go types, dropping or refusing unknown fields).
 //! - `pods/NAME/log` (what the simulated kubelet and processes wrote, [`controllers::pod_log`]) and
 //!   `services/[SCHEME:]NAME[:PORT]/proxy/…`, forwarded to what listens behind that Service port ([`network`]).
 //! - Errors are `Status` objects with the real codes, reasons, messages and details.
-//! - Fault knobs ([`SimConfig::faults`], [`faults`]), seeded: watch events lost, swapped or late (the initial
-//!   ADDED events of a watch excepted), watches cut with 410, clients' writes refused with 409/429/500, and
-//!   dashboards that answer late (the request takes effect; only the answer waits).
+//!
+//! # Faults
+//! [`SimConfig::faults`] ([`faults`]) injects, seeded and deterministic: watch events lost, swapped or late (the
+//! initial ADDED events of a watch excepted), watches cut with 410, clients' writes refused with 409/429/500 (the
+//! controllers' own writes never are), and dashboards that answer late (the request takes effect; only the answer
+//! waits).
 //!
 //! # Approximations
 //! - Every write, and everything the garbage collector and the namespace and CRD controllers do in response, happens

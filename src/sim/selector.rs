@@ -64,8 +64,23 @@ impl LabelSelector {
         self.requirements.is_empty()
     }
 
+    /// The selector of a Service (or a `matchLabels`): every label equal.
+    pub fn from_labels(labels: &serde_json::Map<String, Value>) -> LabelSelector {
+        let requirements = labels
+            .iter()
+            .map(|(key, value)| Requirement {
+                key: key.clone(),
+                operator: Operator::Equals(value.as_str().unwrap_or_default().to_string()),
+            })
+            .collect();
+        LabelSelector { requirements }
+    }
+
     pub fn matches(&self, object: &Value) -> bool {
-        let labels = object.pointer("/metadata/labels").and_then(Value::as_object);
+        if self.requirements.is_empty() {
+            return true;
+        }
+        let labels = object.get("metadata").and_then(|m| m.get("labels")).and_then(Value::as_object);
         self.requirements.iter().all(|r| r.matches(labels))
     }
 }

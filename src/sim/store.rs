@@ -352,6 +352,22 @@ impl Store {
         self.tables.get(&key.resource)?.objects.get(&(key.namespace.clone(), key.name.clone())).cloned()
     }
 
+    /// The object with this uid, and its resource.
+    pub fn by_uid(&self, uid: &str) -> Option<(&ResourceId, Arc<Value>)> {
+        let key = self.uids.get(uid)?;
+        Some((&key.resource, self.object(key)?))
+    }
+
+    /// The objects whose ownerReferences name `uid`, in key order.
+    pub fn dependents_of(&self, uid: &str) -> Vec<(&ResourceId, Arc<Value>)> {
+        self.dependents
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| Some((&key.resource, self.object(key)?)))
+            .collect()
+    }
+
     pub fn get(&self, resource: &ResourceType, namespace: Option<&str>, name: &str) -> Result<Arc<Value>, ApiError> {
         self.object(&Self::key(resource, namespace, name))
             .ok_or_else(|| ApiError::not_found(resource.group_resource(), name))
