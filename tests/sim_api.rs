@@ -793,6 +793,51 @@ async fn a_failing_restarted_pod_never_gets_ready() {
     assert_eq!(container.state.clone().unwrap().waiting.unwrap().reason.as_deref(), Some("CrashLoopBackOff"));
 }
 
+/// The Pods (of 20 run-once Pods `p00`..`p19`) that end Failed under `controllers`.
+async fn failed_pods(controllers: kuberay::sim::ControllerConfig) -> Vec<String> {
+    let clock = std::sync::Arc::new(kuberay::sim::TokioClock::starting_at("2025-01-01T00:00:00Z".parse().unwrap()));
+    let sim = Sim::new(SimConfig { clock, ..config() });
+    let running = sim.clone();
+    tokio::spawn(async move { running.run_controllers(controllers).await });
+    let pods: Api<Pod> = Api::namespaced(sim.client(), "default");
+    for index in 0..20 {
+        let mut once = pod(&format!("p{index:02}"));
+        once.spec.get_or_insert_with(Default::default).restart_policy = Some("Never".to_string());
+        pods.create(&PostParams::default(), &once).await.unwrap();
+    }
+    after(10.0).await;
+    let mut failed: Vec<String> = pods
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|pod| pod_phase(pod).0 == "Failed")
+        .filter_map(|pod| pod.metadata.name)
+        .collect();
+    failed.sort();
+    failed
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_kubelet_fails_pods_by_name_and_at_random_with_a_seed() {
+    let by_name = kuberay::sim::ControllerConfig {
+        failing_pod_names: ["p03".to_string(), "p11".to_string()].into(),
+        ..kuberay::sim::ControllerConfig::default()
+    };
+    assert_eq!(failed_pods(by_name).await, ["p03", "p11"]);
+    let at_random = || kuberay::sim::ControllerConfig {
+        failure_rate: 0.5,
+        failure_seed: 7,
+        ..kuberay::sim::ControllerConfig::default()
+    };
+    let first = failed_pods(at_random()).await;
+    assert!(!first.is_empty() && first.len() < 20, "about half fail: {first:?}");
+    assert_eq!(failed_pods(at_random()).await, first, "the same seed fails the same Pods");
+    let other_seed = kuberay::sim::ControllerConfig { failure_seed: 8, ..at_random() };
+    assert_ne!(failed_pods(other_seed).await, first, "another seed, other Pods");
+}
+
 #[tokio::test(start_paused = true)]
 async fn endpoints_follow_the_readiness_of_matching_pods() {
     let sim = cluster_with_controllers("");

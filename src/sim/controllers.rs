@@ -4,8 +4,9 @@
 //! - **kubelet**: a new Pod goes Running after [`ControllerConfig::pod_start_delay`] (a pod IP from 10.244.0.0/16,
 //!   host IP 10.0.0.1, running containers, PodScheduled and Initialized), and Ready after
 //!   [`ControllerConfig::pod_ready_delay`] more. A Pod whose restartPolicy is not `Always` ends after
-//!   [`ControllerConfig::pod_run_duration`]: Succeeded with exit code 0, or Failed with exit code 1 when it matches
-//!   [`ControllerConfig::failing_pods`]. A failing `Always` Pod never gets Ready (its container waits in
+//!   [`ControllerConfig::pod_run_duration`]: Succeeded with exit code 0, or Failed with exit code 1 when it fails
+//!   (it matches [`ControllerConfig::failing_pods`], is named in [`ControllerConfig::failing_pod_names`], or is
+//!   drawn with [`ControllerConfig::failure_rate`] and its seed). A failing `Always` Pod never gets Ready (its container waits in
 //!   CrashLoopBackOff with one restart). Each container's output ([`pod_log`], `pods/NAME/log`) starts with the
 //!   command line it runs (`command` and `args`, or `<image entrypoint>`); the simulated processes of a Pod (the Ray
 //!   dashboard) add to it. Approximations: no nodes or scheduling (`spec.nodeName` stays as written), no probes, no
@@ -48,6 +49,29 @@ pub struct ControllerConfig {
     pub pod_run_duration: Duration,
     /// Pods this label selector matches fail (empty: none do).
     pub failing_pods: LabelSelector,
+    /// Pods of these names fail.
+    pub failing_pod_names: BTreeSet<String>,
+    /// The share of Pods (0.0 to 1.0) that fail at random: which ones is a function of `failure_seed` and the
+    /// Pod's uid, so the same seed and the same requests fail the same Pods, in any order.
+    pub failure_rate: f64,
+    pub failure_seed: u64,
+}
+
+impl ControllerConfig {
+    /// Whether the kubelet fails this Pod: by label, by name, or at random with the seed.
+    fn fails(&self, pod: &Value) -> bool {
+        let by_label = !self.failing_pods.is_empty() && self.failing_pods.matches(pod);
+        let by_name = self.failing_pod_names.contains(text(pod, "/metadata/name"));
+        by_label || by_name || (self.failure_rate > 0.0 && self.draw(text(pod, "/metadata/uid")) < self.failure_rate)
+    }
+
+    /// A number in [0, 1) drawn from the seed and the uid alone.
+    fn draw(&self, uid: &str) -> f64 {
+        let digest = blake3::hash(format!("{}/{uid}", self.failure_seed).as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest.as_bytes()[..8]);
+        (u64::from_le_bytes(first) >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
 
 impl Default for ControllerConfig {
@@ -57,6 +81,9 @@ impl Default for ControllerConfig {
             pod_ready_delay: Duration::from_secs(1),
             pod_run_duration: Duration::from_secs(5),
             failing_pods: LabelSelector::default(),
+            failing_pod_names: BTreeSet::new(),
+            failure_rate: 0.0,
+            failure_seed: 0,
         }
     }
 }
@@ -280,7 +307,7 @@ impl Controllers {
             return;
         }
         let time = format_time(store.now());
-        let failing = self.config.failing_pods.matches(&pod) && !self.config.failing_pods.is_empty();
+        let failing = self.config.fails(&pod);
         let restarts = text(&pod, "/spec/restartPolicy") == "Always";
         let mut next = pod.as_ref().clone();
         match step {
