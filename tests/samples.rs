@@ -1,31 +1,15 @@
 //! Every one of KubeRay v1.3.0's 56 sample manifests parses, validates, round-trips and renders.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a failing test should stop loudly
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use kuberay::api::document::{self, Identity, RayObject};
 use kuberay::build::render;
 use kuberay::cli::{self, OutputFormat};
 use kuberay::config::{FeatureGates, OperatorConfig};
 use serde_json::Value;
-
-fn samples() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let mut entries: Vec<_> =
-            std::fs::read_dir(dir).expect("samples dir").map(|e| e.expect("entry").path()).collect();
-        entries.sort();
-        for path in entries {
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|ext| ext == "yaml") {
-                out.push(path);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/kuberay-v1.3.0/samples"), &mut out);
-    out
-}
 
 fn ray_documents(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).expect("sample readable");
@@ -59,13 +43,13 @@ fn holds(original: &Value, serialized: &Value, path: &str, lost: &mut Vec<String
 
 #[test]
 fn there_are_56_samples() {
-    assert_eq!(samples().len(), 56);
+    assert_eq!(common::kuberay_samples().len(), 56);
 }
 
 #[test]
 fn every_sample_round_trips_without_losing_a_field() {
     let mut ray_objects = 0;
-    for path in samples() {
+    for path in common::kuberay_samples() {
         for original in ray_documents(&path) {
             let identity = Identity::of(&original);
             let object = document::decode(&original)
@@ -87,7 +71,7 @@ fn every_sample_round_trips_without_losing_a_field() {
 fn every_sample_validates() {
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let code = cli::validate(&samples(), &FeatureGates::default(), &mut out, &mut err).expect("writes");
+    let code = cli::validate(&common::kuberay_samples(), &FeatureGates::default(), &mut out, &mut err).expect("writes");
     let out = String::from_utf8_lossy(&out);
     assert_eq!(code, cli::EXIT_OK, "{out}{}", String::from_utf8_lossy(&err));
     assert!(!out.contains(": error:"), "{out}");
@@ -102,7 +86,7 @@ fn every_sample_renders_and_rendering_is_deterministic() {
         "apiVersion: ray.io/v1\nkind: RayCluster\nmetadata: {name: ray-cluster-kuberay}\nspec:\n  rayVersion: '2.41.0'\n  headGroupSpec:\n    rayStartParams: {}\n    template: {spec: {containers: [{name: ray-head, image: 'rayproject/ray:2.41.0'}]}}\n",
     ).expect("parses")[0]);
     let Ok(Some(RayObject::Cluster(existing))) = existing else { panic!("a RayCluster") };
-    for path in samples() {
+    for path in common::kuberay_samples() {
         for original in ray_documents(&path) {
             let object = document::decode(&original).expect("decodes").expect("a Ray object");
             let render = || render::render(&object, &config, std::slice::from_ref(existing.as_ref()));

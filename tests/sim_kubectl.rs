@@ -3,6 +3,8 @@
 //! objects that break the CRD schema. kubectl must be on PATH: these tests fail, loudly, without it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a failing test should stop loudly
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -111,23 +113,6 @@ impl Cluster {
     }
 }
 
-fn samples() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
-        entries.sort();
-        for path in entries {
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|ext| ext == "yaml") {
-                out.push(path);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/kuberay-v1.3.0/samples"), &mut out);
-    out
-}
-
 fn names_its_namespace(document: &Value) -> bool {
     document.pointer("/metadata/namespace").and_then(Value::as_str).is_some_and(|ns| !ns.is_empty())
 }
@@ -140,7 +125,7 @@ fn count_of(documents: &[Value], kind: &str) -> usize {
 fn kubectl_creates_the_crds_and_every_kuberay_sample() {
     let cluster = Cluster::start("samples");
     cluster.create_crds();
-    let files = samples();
+    let files = common::kuberay_samples();
     assert_eq!(files.len(), 56);
     let mut all = Vec::new();
     for (index, file) in files.iter().enumerate() {
