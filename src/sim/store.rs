@@ -919,27 +919,13 @@ impl Store {
             Subresource::Main => {
                 let mut next = body;
                 if resource.status_subresource {
-                    match current.get("status") {
-                        Some(status) => next["status"] = status.clone(),
-                        None => {
-                            if let Some(map) = next.as_object_mut() {
-                                map.remove("status");
-                            }
-                        }
-                    }
+                    carry_status(&mut next, &current);
                 }
                 next
             }
             Subresource::Status => {
                 let mut next = current.as_ref().clone();
-                match body.get("status") {
-                    Some(status) => next["status"] = status.clone(),
-                    None => {
-                        if let Some(map) = next.as_object_mut() {
-                            map.remove("status");
-                        }
-                    }
-                }
+                carry_status(&mut next, &body);
                 next
             }
         };
@@ -1305,4 +1291,17 @@ fn decode_continue(token: &str) -> Result<(u64, (String, String)), ApiError> {
     let start = token.get("start").and_then(Value::as_str).ok_or_else(invalid)?.trim_end_matches('\u{0}');
     let (namespace, name) = start.split_once('/').ok_or_else(invalid)?;
     Ok((version, (namespace.to_string(), name.to_string())))
+}
+
+/// Gives `to` the status of `from` (none when `from` has none): the main endpoint keeps the stored status, the
+/// status subresource takes only the status of the request.
+fn carry_status(to: &mut Value, from: &Value) {
+    match from.get("status") {
+        Some(status) => to["status"] = status.clone(),
+        None => {
+            if let Some(map) = to.as_object_mut() {
+                map.remove("status");
+            }
+        }
+    }
 }
