@@ -83,7 +83,7 @@
 //!   create ([`protobuf`]). OpenAPI v3 only ([`openapi`]), no aggregated discovery (clients fall back to the
 //!   per-group documents).
 
-mod clock;
+use crate::clock;
 pub mod controllers;
 pub mod dashboard;
 pub mod defaults;

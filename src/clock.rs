@@ -1,11 +1,13 @@
-//! The time the simulated cluster stamps on objects (`creationTimestamp`, `deletionTimestamp`, managed fields).
+//! Time, read through one interface by the operator (the `now` of every Input) and by the simulated cluster (the
+//! timestamps it stamps on objects): the wall clock in a real cluster, tokio's clock (paused: simulated time) in
+//! `kuberay sim run` and in tests.
 
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 
-/// Where the simulated cluster reads the time. Timers (watch bookmarks and timeouts) run on tokio's clock, so a
-/// test that pauses tokio's time drives them too.
+/// Where the operator and the simulated cluster read the time. Their timers (requeues, watch bookmarks and timeouts)
+/// run on tokio's clock, so paused time drives them too.
 pub trait Clock: Send + Sync {
     fn now(&self) -> Timestamp;
 }
