@@ -15,7 +15,9 @@ use crate::build::render;
 use crate::config::{FeatureGates, OperatorConfig};
 use crate::machine;
 
+pub mod apply;
 mod journal;
+pub mod operator;
 
 pub use journal::{EXIT_DAMAGED, FixtureCommand, JournalCommand};
 
@@ -51,6 +53,13 @@ pub enum Command {
         #[arg(long)]
         output_dir: Option<PathBuf>,
     },
+    /// Run the operator against the cluster a kubeconfig (or the in-cluster config) reaches, until SIGINT/SIGTERM.
+    Run {
+        #[command(flatten)]
+        operator: operator::OperatorArgs,
+        #[command(flatten)]
+        cluster: operator::ClusterArgs,
+    },
     /// The simulated cluster.
     Sim {
         #[command(subcommand)]
@@ -78,6 +87,14 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum SimCommand {
+    /// The simulated cluster and the operator in one process: apply manifests, print each transition
+    /// (`TIME KIND/NAMESPACE/NAME FROM -> TO REASON`), and serve the API on 127.0.0.1 for kubectl meanwhile.
+    Run {
+        #[command(flatten)]
+        operator: operator::OperatorArgs,
+        #[command(flatten)]
+        run: operator::SimRunArgs,
+    },
     /// Serve the simulated cluster's Kubernetes API on 127.0.0.1 in wall-clock time, until interrupted.
     Serve {
         /// The port to listen on; 0 picks a free one (printed on the first line).
@@ -151,6 +168,11 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
                 ray_dashboard.map_or(crate::sim::RayDashboard::Simulated, crate::sim::RayDashboard::Real);
             let config = crate::sim::SimConfig { seed, ray_dashboard, ..crate::sim::SimConfig::default() };
             sim_serve(port, kubeconfig_out.as_deref(), config, controllers, out)
+        }
+        Command::Run { operator, cluster } => operator::run(operator, cluster, err),
+        Command::Sim { command: SimCommand::Run { operator, run } } => {
+            let sim = crate::sim::SimConfig { seed: run.seed, ..crate::sim::SimConfig::default() };
+            operator::sim_run(operator, run, sim, crate::sim::ControllerConfig::default(), out, err)
         }
         Command::Fsm { command } => fsm(command, out),
         Command::Journal { journal: dir, command } => journal::journal(&dir, command, out, err),

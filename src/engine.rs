@@ -20,6 +20,8 @@ pub enum EngineError {
     Config(#[from] serde_json::Error),
     #[error("no machine steps {0:?} objects yet")]
     NoMachine(MachineKind),
+    #[error("the engine's task stopped: {0}")]
+    Stopped(String),
 }
 
 /// The machines of one operator configuration over one journal.

@@ -9,4 +9,5 @@ pub mod config;
 pub mod engine;
 pub mod journal;
 pub mod machine;
+pub mod runtime;
 pub mod sim;

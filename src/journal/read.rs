@@ -316,6 +316,11 @@ impl<S: Store> Journal<S> {
         self.objects.values().filter(|entry| entry.object.to_string() == name).map(|e| e.object.clone()).collect()
     }
 
+    /// What the store occupies (without the marker): the runtime's journal-size gauge.
+    pub fn bytes_on_disk(&self) -> Result<u64, JournalError> {
+        self.store.bytes_on_disk()
+    }
+
     pub fn stats(&self) -> Result<Stats, JournalError> {
         let count = |tree, from: &[u8]| -> Result<u64, JournalError> {
             self.store.range(tree, from, None).try_fold(0, |count, item| item.map(|_| count + 1))

@@ -41,6 +41,15 @@ impl MachineKind {
         }
     }
 
+    /// The kind of the custom resource: `RayCluster`.
+    pub fn resource_kind(self) -> &'static str {
+        match self {
+            MachineKind::RayCluster => "RayCluster",
+            MachineKind::RayJob => "RayJob",
+            MachineKind::RayService => "RayService",
+        }
+    }
+
     pub fn parse_cli_name(name: &str) -> Option<Self> {
         [MachineKind::RayCluster, MachineKind::RayJob, MachineKind::RayService]
             .into_iter()

@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::fsm;
-use super::observe::{ClusterObservation, PodView};
+use super::observe::{ClusterObservation, OwnedObject, PodView};
 use super::{
     Command, Decision, EventKind, Expectation, Input, Machine, MachineKind, Memory, Observation, Outcome, Target,
     Trigger,
@@ -42,6 +42,24 @@ use crate::build::names::{
 };
 use crate::build::{ingress, pod, rbac, redis_cleanup, service};
 use crate::config::{Feature, OperatorConfig};
+
+/// The objects whose existence a pass reads, by kind and name in the cluster's namespace (KubeRay gets them by
+/// name): the autoscaler's ServiceAccount, Role and RoleBinding, and the head Ingress. The runtime lists those that
+/// exist in the observation's `owned`, whoever created them.
+pub fn existence_checks(cluster: &RayCluster) -> Vec<OwnedObject> {
+    let named =
+        |kind: &str, name: Option<String>| OwnedObject { kind: kind.to_string(), name: name.unwrap_or_default() };
+    let mut checks = Vec::new();
+    if let Some(binding) = rbac::autoscaler_role_binding(cluster) {
+        let accounts =
+            binding.subjects.iter().flatten().map(|subject| named("ServiceAccount", Some(subject.name.clone())));
+        checks.extend(accounts);
+        checks.extend(rbac::autoscaler_role(cluster).map(|role| named("Role", role.metadata.name)));
+        checks.push(named("RoleBinding", binding.metadata.name));
+    }
+    checks.extend(ingress::head_ingress(cluster).map(|ingress| named("Ingress", ingress.metadata.name)));
+    checks
+}
 
 /// The timer a `RequeueAfter` command comes back as.
 pub const REQUEUE_TIMER: &str = "requeue";
@@ -2089,5 +2107,25 @@ mod tests {
     fn an_unknown_memory_state_is_new() {
         assert_eq!(State::of_memory(&Memory { state: "Bogus".to_string(), ..Memory::default() }), State::New);
         assert_eq!(State::of_memory(&Memory::default()), State::New);
+    }
+
+    #[rstest]
+    #[case::plain(None, false, &[])]
+    #[case::autoscaler(None, true, &[("ServiceAccount", "c"), ("Role", "c"), ("RoleBinding", "c")])]
+    #[case::autoscaler_with_users_account(Some("mine"), true, &[("ServiceAccount", "mine"), ("Role", "c"), ("RoleBinding", "c")])]
+    fn existence_checks_name_what_the_autoscaler_rbac_reads(
+        #[case] account: Option<&str>,
+        #[case] autoscaling: bool,
+        #[case] expected: &[(&str, &str)],
+    ) {
+        let mut cluster = cluster(vec![group("g", 1)]);
+        cluster.spec.enable_in_tree_autoscaling = Some(autoscaling);
+        if let Some(spec) = cluster.spec.head_group_spec.template.spec.as_mut() {
+            spec.service_account_name = account.map(str::to_string);
+        }
+        let checks: Vec<(String, String)> =
+            existence_checks(&cluster).into_iter().map(|object| (object.kind, object.name)).collect();
+        let expected: Vec<(String, String)> = expected.iter().map(|(k, n)| (k.to_string(), n.to_string())).collect();
+        assert_eq!(checks, expected);
     }
 }

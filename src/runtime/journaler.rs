@@ -1,0 +1,114 @@
+//! The engine behind a channel, with group commit: steps that arrive together are journaled and stepped in one
+//! batch and made durable by one commit, and only then answered — so a command never runs before the Decision that
+//! holds it is durable (write-ahead), and a burst of steps costs one flush.
+//!
+//! The batch runs on tokio's blocking pool: sled's flush blocks, and a blocking task also keeps paused (simulated)
+//! time from jumping ahead while the disk works.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::metrics::Metrics;
+use crate::engine::{Engine, EngineError};
+use crate::journal::store::Store;
+use crate::machine::{Decision, Input, Memory};
+
+/// The most steps one commit covers: a bound on how long the first of them waits.
+const MAX_BATCH: usize = 256;
+
+type Reply = oneshot::Sender<Result<Decision, Arc<EngineError>>>;
+
+struct Request {
+    memory: Memory,
+    input: Input,
+    reply: Reply,
+}
+
+/// A handle on the journaling engine; cloning shares it.
+#[derive(Clone)]
+pub struct Journaler {
+    requests: mpsc::Sender<Request>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Engine(#[from] Arc<EngineError>),
+    #[error("the journal has stopped")]
+    Stopped,
+}
+
+impl Journaler {
+    /// Starts the engine's task; it ends, after a last commit, when every handle is dropped.
+    pub fn start<S: Store + Send + 'static>(engine: Engine<S>, metrics: Arc<Metrics>) -> (Journaler, JournalTask<S>) {
+        let (requests, receiver) = mpsc::channel(MAX_BATCH * 4);
+        let task = JournalTask { engine: Some(engine), requests: receiver, metrics };
+        (Journaler { requests }, task)
+    }
+
+    /// Journals the Input, steps the machine, journals the Decision, and returns it once it is durable.
+    pub async fn step(&self, memory: Memory, input: Input) -> Result<Decision, StepError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(Request { memory, input, reply }).await.map_err(|_| StepError::Stopped)?;
+        Ok(answer.await.map_err(|_| StepError::Stopped)??)
+    }
+}
+
+/// The engine's side: run it with [`JournalTask::run`]; it gives the engine back when it ends.
+pub struct JournalTask<S: Store> {
+    engine: Option<Engine<S>>,
+    requests: mpsc::Receiver<Request>,
+    metrics: Arc<Metrics>,
+}
+
+impl<S: Store + Send + 'static> JournalTask<S> {
+    pub async fn run(mut self) -> Result<Engine<S>, Arc<EngineError>> {
+        loop {
+            let Some(first) = self.requests.recv().await else { break };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match self.requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            let Some(engine) = self.engine.take() else { break };
+            let metrics = self.metrics.clone();
+            let (engine, answers) = tokio::task::spawn_blocking(move || step_batch(engine, batch, &metrics))
+                .await
+                .map_err(|e| Arc::new(EngineError::Stopped(e.to_string())))?;
+            self.engine = Some(engine);
+            for (reply, answer) in answers {
+                // A caller that went away (shutdown) needs no answer.
+                let _ = reply.send(answer);
+            }
+        }
+        let mut engine = self.engine.take().ok_or_else(|| Arc::new(EngineError::Stopped("lost".to_string())))?;
+        engine.commit().map_err(Arc::new)?;
+        Ok(engine)
+    }
+}
+
+type Answer = (Reply, Result<Decision, Arc<EngineError>>);
+
+fn step_batch<S: Store>(mut engine: Engine<S>, batch: Vec<Request>, metrics: &Metrics) -> (Engine<S>, Vec<Answer>) {
+    let stepped: Vec<(Reply, Result<Decision, EngineError>)> =
+        batch.into_iter().map(|request| (request.reply, engine.step(&request.memory, &request.input))).collect();
+    let started = Instant::now();
+    let committed = engine.commit();
+    metrics.commit(started.elapsed());
+    let answers = match committed {
+        Ok(_) => stepped.into_iter().map(|(reply, decision)| (reply, decision.map_err(Arc::new))).collect(),
+        Err(error) => {
+            // Nothing of this batch is durable, so none of its commands may run.
+            let error = Arc::new(error);
+            stepped.into_iter().map(|(reply, _)| (reply, Err(error.clone()))).collect()
+        }
+    };
+    if let Ok(bytes) = engine.journal().bytes_on_disk() {
+        metrics.journal_bytes(bytes);
+    }
+    (engine, answers)
+}
