@@ -8,4 +8,5 @@ pub mod config;
 pub mod engine;
 pub mod journal;
 pub mod machine;
+pub mod runtime;
 pub mod sim;
