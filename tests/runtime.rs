@@ -1,0 +1,367 @@
+//! The operator runtime end to end on the simulated cluster, in simulated time: the RayCluster lifecycle as a user
+//! drives it through the API (create, scale, delete Pods, suspend, delete with GCS fault tolerance), operator
+//! restarts and failovers, and leader election. Every run's journal replays with no divergence.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a failing test should stop loudly
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kuberay::api::RayCluster;
+use kuberay::clock::TokioClock;
+use kuberay::config::OperatorConfig;
+use kuberay::engine::Engine;
+use kuberay::journal::Journal;
+use kuberay::journal::store::MemStore;
+use kuberay::runtime::leader::LeaderElection;
+use kuberay::runtime::metrics::Metrics;
+use kuberay::runtime::watch::Namespaces;
+use kuberay::runtime::{self, Reports, RuntimeConfig};
+use kuberay::sim::{ControllerConfig, Sim, SimConfig};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+const NS: &str = "default";
+
+fn start_time() -> jiff::Timestamp {
+    "2025-06-01T00:00:00Z".parse().unwrap()
+}
+
+/// A simulated cluster with its kubelet and Job controller running, on tokio's (paused) clock.
+fn cluster(controllers: ControllerConfig) -> Sim {
+    let sim =
+        Sim::new(SimConfig { seed: 7, clock: Arc::new(TokioClock::starting_at(start_time())), ..SimConfig::default() });
+    let running = sim.clone();
+    tokio::spawn(async move { running.run_controllers(controllers).await });
+    sim
+}
+
+async fn install_crds(sim: &Sim) {
+    let mut applier = kuberay::cli::apply::Applier::new(sim.client());
+    applier.crds().await.unwrap();
+}
+
+/// One operator replica on the in-process transport.
+struct Operator {
+    stop: Arc<Notify>,
+    task: JoinHandle<Result<Engine<MemStore>, runtime::RuntimeError>>,
+}
+
+impl Operator {
+    fn start(sim: &Sim, journal: Journal<MemStore>, election: Option<LeaderElection>) -> Operator {
+        let clock = Arc::new(TokioClock::starting_at(start_time()));
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(kuberay::clock::Clock::now(clock.as_ref()));
+        let config = OperatorConfig::default();
+        let engine = Engine::start(journal, &config, now).unwrap();
+        let runtime_config = RuntimeConfig {
+            operator: config,
+            concurrency: 4,
+            namespaces: Namespaces::All,
+            clock,
+            leader_election: election,
+        };
+        let (ready, _) = watch::channel(false);
+        let reports = Reports { metrics: Arc::new(Metrics::new()), transitions: None, ready: Arc::new(ready) };
+        let stop = Arc::new(Notify::new());
+        let stopped = stop.clone();
+        let client = sim.client();
+        let task = tokio::spawn(async move {
+            runtime::run(client, engine, runtime_config, reports, async move { stopped.notified().await }).await
+        });
+        Operator { stop, task }
+    }
+
+    /// Stops the replica gracefully and hands its journal back.
+    async fn stop(self) -> Journal<MemStore> {
+        self.stop.notify_one();
+        self.task.await.unwrap().unwrap().into_journal()
+    }
+
+    /// Kills the replica: no graceful shutdown; what it journaled is lost with it.
+    fn kill(self) {
+        self.task.abort();
+    }
+}
+
+fn assert_replays(journal: &Journal<MemStore>) {
+    let report = kuberay::journal::history::replay(journal, None).unwrap();
+    assert!(report.records > 0);
+    assert_eq!(report.divergences.len(), 0, "{:?}", report.divergences);
+}
+
+fn raycluster(name: &str, workers: i32, extra: Value) -> RayCluster {
+    let mut manifest = json!({
+        "apiVersion": "ray.io/v1",
+        "kind": "RayCluster",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "headGroupSpec": {
+                "rayStartParams": {},
+                "template": {"spec": {"containers": [{"name": "ray-head", "image": "rayproject/ray:2.41.0"}]}}
+            },
+            "workerGroupSpecs": [{
+                "groupName": "workers",
+                "replicas": workers,
+                "minReplicas": 0,
+                "maxReplicas": 10,
+                "rayStartParams": {},
+                "template": {"spec": {"containers": [{"name": "ray-worker", "image": "rayproject/ray:2.41.0"}]}}
+            }]
+        }
+    });
+    json_patch::merge(&mut manifest, &extra);
+    serde_json::from_value(manifest).unwrap()
+}
+
+async fn create(sim: &Sim, cluster: &RayCluster) {
+    let api: Api<RayCluster> = Api::namespaced(sim.client(), NS);
+    api.create(&PostParams::default(), cluster).await.unwrap();
+}
+
+async fn patch(sim: &Sim, name: &str, patch: Value) {
+    let api: Api<RayCluster> = Api::namespaced(sim.client(), NS);
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+}
+
+async fn get(sim: &Sim, name: &str) -> Option<RayCluster> {
+    Api::<RayCluster>::namespaced(sim.client(), NS).get_opt(name).await.unwrap()
+}
+
+async fn pods(sim: &Sim, cluster: &str) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(sim.client(), NS);
+    let mut pods = api.list(&ListParams::default().labels(&format!("ray.io/cluster={cluster}"))).await.unwrap().items;
+    pods.retain(|pod| pod.metadata.deletion_timestamp.is_none());
+    pods
+}
+
+fn names_of(pods: &[Pod], node_type: &str) -> BTreeSet<String> {
+    pods.iter()
+        .filter(|pod| {
+            pod.metadata.labels.as_ref().and_then(|l| l.get("ray.io/node-type")).map(String::as_str) == Some(node_type)
+        })
+        .map(|pod| pod.metadata.name.clone().unwrap())
+        .collect()
+}
+
+fn condition(cluster: &RayCluster, type_: &str) -> Option<String> {
+    let conditions = cluster.status.as_ref()?.conditions.as_ref()?;
+    conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.clone())
+}
+
+/// Waits (in simulated time) until `check` holds of the cluster, or fails naming what was seen last.
+async fn until<T>(sim: &Sim, name: &str, what: &str, check: impl Fn(Option<&RayCluster>, &[Pod]) -> Option<T>) -> T {
+    let mut last = String::new();
+    for _ in 0..600 {
+        let cluster = get(sim, name).await;
+        let pods = pods(sim, name).await;
+        if let Some(found) = check(cluster.as_ref(), &pods) {
+            return found;
+        }
+        last = format!("status {:?}, pods {:?}", cluster.and_then(|c| c.status), names_of(&pods, "worker"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("{what}: not within 300 s; last seen: {last}");
+}
+
+fn provisioned(cluster: Option<&RayCluster>, _: &[Pod]) -> Option<RayCluster> {
+    cluster.filter(|c| condition(c, "RayClusterProvisioned").as_deref() == Some("True")).cloned()
+}
+
+fn workers(count: usize) -> impl Fn(Option<&RayCluster>, &[Pod]) -> Option<BTreeSet<String>> {
+    move |_, pods| {
+        let ready =
+            pods.iter().filter(|pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).count();
+        let names = names_of(pods, "worker");
+        (names.len() == count && ready == count + 1).then_some(names)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_is_provisioned_with_the_status_of_spec_2_3() {
+    let sim = cluster(ControllerConfig::default());
+    install_crds(&sim).await;
+    let operator = Operator::start(&sim, Journal::in_memory().unwrap(), None);
+    create(&sim, &raycluster("c", 2, json!({}))).await;
+    let cluster = until(&sim, "c", "provisioned", provisioned).await;
+    let status = cluster.status.clone().unwrap();
+    assert_eq!(status.state.as_deref(), Some("ready"));
+    assert_eq!(status.ready_worker_replicas, Some(2));
+    assert_eq!(status.available_worker_replicas, Some(2));
+    assert_eq!(status.desired_worker_replicas, Some(2));
+    assert_eq!(condition(&cluster, "HeadPodReady").as_deref(), Some("True"));
+    let head = status.head.unwrap();
+    assert!(head.pod_ip.is_some_and(|ip| !ip.is_empty()));
+    assert!(head.service_ip.is_some_and(|ip| !ip.is_empty()));
+    assert_eq!(status.endpoints.unwrap().get("dashboard").map(String::as_str), Some("8265"));
+    let pods = pods(&sim, "c").await;
+    assert_eq!((names_of(&pods, "head").len(), names_of(&pods, "worker").len()), (1, 2));
+    assert_replays(&operator.stop().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn workers_scale_up_down_and_by_name() {
+    let sim = cluster(ControllerConfig::default());
+    install_crds(&sim).await;
+    let operator = Operator::start(&sim, Journal::in_memory().unwrap(), None);
+    create(&sim, &raycluster("c", 1, json!({}))).await;
+    until(&sim, "c", "one worker", workers(1)).await;
+    patch(&sim, "c", json!({"spec": {"workerGroupSpecs": [{"groupName": "workers", "replicas": 3, "minReplicas": 0, "maxReplicas": 10, "rayStartParams": {}, "template": {"spec": {"containers": [{"name": "ray-worker", "image": "rayproject/ray:2.41.0"}]}}}]}})).await;
+    let three = until(&sim, "c", "three workers", workers(3)).await;
+    let chosen = three.iter().next().unwrap().clone();
+    patch(&sim, "c", json!({"spec": {"workerGroupSpecs": [{"groupName": "workers", "replicas": 2, "minReplicas": 0, "maxReplicas": 10, "rayStartParams": {}, "scaleStrategy": {"workersToDelete": [chosen]}, "template": {"spec": {"containers": [{"name": "ray-worker", "image": "rayproject/ray:2.41.0"}]}}}]}})).await;
+    let two = until(&sim, "c", "two workers", workers(2)).await;
+    assert!(!two.contains(&chosen), "{chosen} was named for deletion: {two:?}");
+    assert!(two.is_subset(&three), "no worker was replaced: {two:?} of {three:?}");
+    patch(&sim, "c", json!({"spec": {"workerGroupSpecs": [{"groupName": "workers", "replicas": 0, "minReplicas": 0, "maxReplicas": 10, "rayStartParams": {}, "template": {"spec": {"containers": [{"name": "ray-worker", "image": "rayproject/ray:2.41.0"}]}}}]}})).await;
+    until(&sim, "c", "no worker", workers(0)).await;
+    assert_replays(&operator.stop().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_head_and_a_failed_worker_are_replaced() {
+    let sim = cluster(ControllerConfig::default());
+    install_crds(&sim).await;
+    let operator = Operator::start(&sim, Journal::in_memory().unwrap(), None);
+    let never = json!({"spec": {"workerGroupSpecs": [{"groupName": "workers", "replicas": 1, "minReplicas": 0, "maxReplicas": 10, "rayStartParams": {},
+        "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "ray-worker", "image": "rayproject/ray:2.41.0"}]}}}]}});
+    create(&sim, &raycluster("c", 1, never)).await;
+    let first_workers = until(&sim, "c", "provisioned", workers(1)).await;
+    let head = names_of(&pods(&sim, "c").await, "head").into_iter().next().unwrap();
+    let api: Api<Pod> = Api::namespaced(sim.client(), NS);
+    api.delete(&head, &DeleteParams::default()).await.unwrap();
+    until(&sim, "c", "a new head", |_, pods| {
+        let heads = names_of(pods, "head");
+        (heads.len() == 1 && !heads.contains(&head)).then_some(())
+    })
+    .await;
+    let worker = first_workers.into_iter().next().unwrap();
+    let failed = json!({"status": {"phase": "Failed", "conditions": [{"type": "Ready", "status": "False"}]}});
+    api.patch_status(&worker, &PatchParams::default(), &Patch::Merge(&failed)).await.unwrap();
+    let replaced = until(&sim, "c", "a new worker", workers(1)).await;
+    assert!(!replaced.contains(&worker));
+    assert_replays(&operator.stop().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_suspended_cluster_has_no_pods_until_resumed() {
+    let sim = cluster(ControllerConfig::default());
+    install_crds(&sim).await;
+    let operator = Operator::start(&sim, Journal::in_memory().unwrap(), None);
+    create(&sim, &raycluster("c", 2, json!({}))).await;
+    until(&sim, "c", "provisioned", provisioned).await;
+    patch(&sim, "c", json!({"spec": {"suspend": true}})).await;
+    until(&sim, "c", "suspended", |cluster, pods| {
+        let suspended = cluster.and_then(|c| condition(c, "RayClusterSuspended"));
+        (pods.is_empty() && suspended.as_deref() == Some("True")).then_some(())
+    })
+    .await;
+    patch(&sim, "c", json!({"spec": {"suspend": false}})).await;
+    until(&sim, "c", "resumed", workers(2)).await;
+    let cluster = get(&sim, "c").await.unwrap();
+    assert_eq!(condition(&cluster, "RayClusterSuspended").as_deref(), Some("False"));
+    assert_replays(&operator.stop().await);
+}
+
+fn gcs_ft(timeout: Option<&str>) -> Value {
+    let mut extra = json!({"spec": {"gcsFaultToleranceOptions": {"redisAddress": "redis:6379"}}});
+    if let Some(timeout) = timeout {
+        extra["metadata"] = json!({"annotations": {"ray.io/gcs-ft-deletion-timeout": timeout}});
+    }
+    extra
+}
+
+#[tokio::test(start_paused = true)]
+async fn gcs_ft_deletion_runs_the_redis_cleanup_job_first() {
+    let sim = cluster(ControllerConfig::default());
+    install_crds(&sim).await;
+    let operator = Operator::start(&sim, Journal::in_memory().unwrap(), None);
+    create(&sim, &raycluster("c", 1, gcs_ft(None))).await;
+    let cluster = until(&sim, "c", "provisioned", provisioned).await;
+    assert_eq!(cluster.metadata.finalizers, Some(vec!["ray.io/gcs-ft-redis-cleanup-finalizer".to_string()]));
+    Api::<RayCluster>::namespaced(sim.client(), NS).delete("c", &DeleteParams::default()).await.unwrap();
+    // The cluster goes only once the cleanup Job has completed.
+    let jobs: Api<Job> = Api::namespaced(sim.client(), NS);
+    let mut job_complete_while_cluster_lived = false;
+    for _ in 0..1500 {
+        if get(&sim, "c").await.is_none() {
+            break;
+        }
+        let job = jobs.get_opt("c-redis-cleanup").await.unwrap();
+        let conditions = job.and_then(|job| job.status).and_then(|s| s.conditions).unwrap_or_default();
+        job_complete_while_cluster_lived |= conditions.iter().any(|c| c.type_ == "Complete" && c.status == "True");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(get(&sim, "c").await.is_none(), "the cluster is gone within 300 s");
+    assert!(job_complete_while_cluster_lived, "the Redis cleanup Job completed before the cluster went");
+    assert_replays(&operator.stop().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stuck_redis_cleanup_gives_way_after_the_deletion_timeout() {
+    // The cleanup Job's Pod runs for an hour: longer than the 120 s timeout.
+    let sim = cluster(ControllerConfig { pod_run_duration: Duration::from_secs(3600), ..ControllerConfig::default() });
+    install_crds(&sim).await;
+    let operator = Operator::start(&sim, Journal::in_memory().unwrap(), None);
+    create(&sim, &raycluster("c", 1, gcs_ft(Some("120")))).await;
+    until(&sim, "c", "provisioned", provisioned).await;
+    let deleted_at = tokio::time::Instant::now();
+    Api::<RayCluster>::namespaced(sim.client(), NS).delete("c", &DeleteParams::default()).await.unwrap();
+    until(&sim, "c", "gone after the timeout", |cluster, _| cluster.is_none().then_some(())).await;
+    let waited = deleted_at.elapsed();
+    assert!(waited >= Duration::from_secs(118) && waited < Duration::from_secs(140), "gone after {waited:?}");
+    assert_replays(&operator.stop().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_operator_converges_without_a_duplicate_pod() {
+    let sim = cluster(ControllerConfig { pod_start_delay: Duration::from_secs(5), ..ControllerConfig::default() });
+    install_crds(&sim).await;
+    let operator = Operator::start(&sim, Journal::in_memory().unwrap(), None);
+    create(&sim, &raycluster("c", 3, json!({}))).await;
+    // Stopped in the middle: the Pods are created but not running yet.
+    until(&sim, "c", "pods created", |_, pods| (pods.len() == 4).then_some(())).await;
+    let journal = operator.stop().await;
+    let operator = Operator::start(&sim, journal, None);
+    until(&sim, "c", "provisioned", provisioned).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(pods(&sim, "c").await.len(), 4, "one head and three workers, none twice");
+    let journal = operator.stop().await;
+    assert_eq!(journal.sessions().count(), 2, "both runs are in one journal");
+    assert_replays(&journal);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failover_to_an_empty_journal_converges() {
+    let sim = cluster(ControllerConfig::default());
+    install_crds(&sim).await;
+    let first = Operator::start(&sim, Journal::in_memory().unwrap(), None);
+    create(&sim, &raycluster("c", 2, json!({}))).await;
+    until(&sim, "c", "pods created", |_, pods| (!pods.is_empty()).then_some(())).await;
+    first.kill();
+    let second = Operator::start(&sim, Journal::in_memory().unwrap(), None);
+    patch(&sim, "c", json!({"spec": {"workerGroupSpecs": [{"groupName": "workers", "replicas": 3, "minReplicas": 0, "maxReplicas": 10, "rayStartParams": {}, "template": {"spec": {"containers": [{"name": "ray-worker", "image": "rayproject/ray:2.41.0"}]}}}]}})).await;
+    until(&sim, "c", "three workers", workers(3)).await;
+    until(&sim, "c", "provisioned", provisioned).await;
+    assert_replays(&second.stop().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_leader_election_only_one_replica_acts() {
+    let sim = cluster(ControllerConfig::default());
+    install_crds(&sim).await;
+    let election = |identity: &str| Some(LeaderElection { duration: 4, grace: 1, ..LeaderElection::new(NS, identity) });
+    let leader = Operator::start(&sim, Journal::in_memory().unwrap(), election("one"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let standby = Operator::start(&sim, Journal::in_memory().unwrap(), election("two"));
+    create(&sim, &raycluster("c", 2, json!({}))).await;
+    until(&sim, "c", "provisioned", provisioned).await;
+    let leader_journal = leader.stop().await;
+    let standby_journal = standby.stop().await;
+    let steps = |journal: &Journal<MemStore>| kuberay::journal::history::replay(journal, None).unwrap().objects.len();
+    assert_eq!((steps(&leader_journal), steps(&standby_journal)), (1, 0), "only the leader stepped");
+    assert_replays(&leader_journal);
+}
