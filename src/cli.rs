@@ -18,8 +18,10 @@ use crate::machine;
 pub mod apply;
 mod journal;
 pub mod operator;
+mod sim;
 
 pub use journal::{EXIT_DAMAGED, FixtureCommand, JournalCommand};
+pub use sim::SimArgs;
 
 #[derive(Parser, Debug)]
 #[command(name = "kuberay", version, about = "A Kubernetes operator for Ray (KubeRay's ray.io/v1 API)")]
@@ -94,6 +96,8 @@ pub enum SimCommand {
         operator: operator::OperatorArgs,
         #[command(flatten)]
         run: operator::SimRunArgs,
+        #[command(flatten)]
+        sim: SimArgs,
     },
     /// Serve the simulated cluster's Kubernetes API on 127.0.0.1 in wall-clock time, until interrupted.
     Serve {
@@ -103,22 +107,9 @@ pub enum SimCommand {
         /// Write a kubeconfig that reaches the simulated cluster to this file.
         #[arg(long)]
         kubeconfig_out: Option<PathBuf>,
-        /// Seeds the uids and generated names.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// How long a running Pod takes to get Ready (`2s`, `1m 30s`).
-        #[arg(long, default_value = "1s", value_parser = parse_duration)]
-        pod_ready_after: std::time::Duration,
-        /// Send every Ray head's dashboard requests to this real dashboard (`http://127.0.0.1:8265`) instead of
-        /// simulating one per head.
-        #[arg(long)]
-        ray_dashboard: Option<String>,
+        #[command(flatten)]
+        sim: SimArgs,
     },
-}
-
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let duration: jiff::SignedDuration = text.parse().map_err(|e| format!("{e}"))?;
-    std::time::Duration::try_from(duration).map_err(|e| format!("{e}"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -162,17 +153,12 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
             Err(message) => Err(std::io::Error::other(message)),
         },
         Command::Crd { output_dir } => crd(output_dir.as_deref(), out),
-        Command::Sim { command: SimCommand::Serve { port, kubeconfig_out, seed, pod_ready_after, ray_dashboard } } => {
-            let controllers = crate::sim::ControllerConfig { pod_ready_delay: pod_ready_after, ..Default::default() };
-            let ray_dashboard =
-                ray_dashboard.map_or(crate::sim::RayDashboard::Simulated, crate::sim::RayDashboard::Real);
-            let config = crate::sim::SimConfig { seed, ray_dashboard, ..crate::sim::SimConfig::default() };
-            sim_serve(port, kubeconfig_out.as_deref(), config, controllers, out)
+        Command::Sim { command: SimCommand::Serve { port, kubeconfig_out, sim: args } } => {
+            sim::serve(port, kubeconfig_out.as_deref(), &args, out)
         }
         Command::Run { operator, cluster } => operator::run(operator, cluster, err),
-        Command::Sim { command: SimCommand::Run { operator, run } } => {
-            let sim = crate::sim::SimConfig { seed: run.seed, ..crate::sim::SimConfig::default() };
-            operator::sim_run(operator, run, sim, crate::sim::ControllerConfig::default(), out, err)
+        Command::Sim { command: SimCommand::Run { operator, run, sim } } => {
+            operator::sim_run(operator, run, &sim, out, err)
         }
         Command::Fsm { command } => fsm(command, out),
         Command::Journal { journal: dir, command } => journal::journal(&dir, command, out, err),
@@ -327,31 +313,6 @@ fn crd(output_dir: Option<&Path>, out: &mut dyn Write) -> std::io::Result<i32> {
         }
     }
     Ok(EXIT_OK)
-}
-
-/// Binds first, so that the printed address (and the kubeconfig) are ready before anything connects.
-fn sim_serve(
-    port: u16,
-    kubeconfig_out: Option<&Path>,
-    config: crate::sim::SimConfig,
-    controllers: crate::sim::ControllerConfig,
-    out: &mut dyn Write,
-) -> std::io::Result<i32> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-        let server = format!("http://{}", listener.local_addr()?);
-        if let Some(path) = kubeconfig_out {
-            std::fs::write(path, crate::sim::kubeconfig(&server))?;
-        }
-        writeln!(out, "serving the simulated cluster on {server}")?;
-        out.flush()?;
-        let sim = crate::sim::Sim::new(config);
-        let running = sim.clone();
-        tokio::spawn(async move { running.run_controllers(controllers).await });
-        sim.serve(listener).await?;
-        Ok(EXIT_OK)
-    })
 }
 
 fn fsm(command: FsmCommand, out: &mut dyn Write) -> std::io::Result<i32> {

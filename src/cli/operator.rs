@@ -100,9 +100,6 @@ pub struct SimRunArgs {
     /// directory).
     #[arg(long)]
     pub kubeconfig_out: Option<PathBuf>,
-    /// Seeds the simulated cluster's uids and generated names.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -226,8 +223,7 @@ fn settled(kind: MachineKind, state: &str) -> bool {
 pub fn sim_run(
     args: OperatorArgs,
     sim_args: SimRunArgs,
-    sim: crate::sim::SimConfig,
-    controllers: crate::sim::ControllerConfig,
+    sim: &super::SimArgs,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> std::io::Result<i32> {
@@ -264,8 +260,9 @@ pub fn sim_run(
             ClockKind::Virtual => Arc::new(TokioClock::starting_at(jiff::Timestamp::now())),
             ClockKind::Wall => Arc::new(WallClock),
         };
-        let cluster = crate::sim::Sim::new(crate::sim::SimConfig { clock: clock.clone(), ..sim });
+        let cluster = crate::sim::Sim::new(sim.sim_config(clock.clone()));
         let running = cluster.clone();
+        let controllers = sim.controller_config();
         tokio::spawn(async move { running.run_controllers(controllers).await });
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", sim_args.port)).await?;
         let server = format!("http://{}", listener.local_addr()?);

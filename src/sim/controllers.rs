@@ -6,12 +6,17 @@
 //!   [`ControllerConfig::pod_ready_delay`] more. A Pod whose restartPolicy is not `Always` ends after
 //!   [`ControllerConfig::pod_run_duration`]: Succeeded with exit code 0, or Failed with exit code 1 when it fails
 //!   (it matches [`ControllerConfig::failing_pods`], is named in [`ControllerConfig::failing_pod_names`], or is
-//!   drawn with [`ControllerConfig::failure_rate`] and its seed). A failing `Always` Pod never gets Ready (its container waits in
-//!   CrashLoopBackOff with one restart). Each container's output ([`pod_log`], `pods/NAME/log`) starts with the
-//!   command line it runs (`command` and `args`, or `<image entrypoint>`); the simulated processes of a Pod (the Ray
-//!   dashboard) add to it. Approximations: no nodes or scheduling (`spec.nodeName` stays as written), no probes, no
-//!   in-place restarts of `OnFailure` containers (the Pod fails), no graceful termination, no `previous` logs, and
-//!   `follow` answers what was written so far.
+//!   drawn with [`ControllerConfig::failure_rate`] and its seed). A failing `Always` Pod never gets Ready (its
+//!   container waits in CrashLoopBackOff with one restart).
+//!
+//!   Each container's output ([`pod_log`], `pods/NAME/log`) starts with the command line it runs (`command` and
+//!   `args`, or `<image entrypoint>`); a container that runs to completion then writes `simulated step K of 3` at
+//!   each third of its run, the last one as it exits. `follow` streams what is written until the container
+//!   terminates or its Pod is deleted ([`LogCursor`]).
+//!
+//!   Approximations: no nodes or scheduling (`spec.nodeName` stays as written), no probes, no in-place restarts of
+//!   `OnFailure` containers (the Pod fails), no graceful termination, and no `previous`, `sinceSeconds` or
+//!   `limitBytes` logs.
 //! - **Endpoints**: every Service with a selector has an Endpoints object of its name whose addresses are the
 //!   ready matching Pods with an IP (the others under `notReadyAddresses`), ports resolved from the Service's
 //!   `targetPort` (named ports from the first Pod's containers); it is deleted with its Service. A Pod's change
@@ -41,7 +46,7 @@ use super::store::{
 };
 
 /// How the simulated kubelet paces and fails Pods.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ControllerConfig {
     pub pod_start_delay: Duration,
     pub pod_ready_delay: Duration,
@@ -92,6 +97,8 @@ impl Default for ControllerConfig {
 enum Step {
     Start,
     Ready,
+    /// A container that runs to completion writes its K-th line.
+    Progress(u32),
     Finish,
     JobDeadline,
 }
@@ -120,6 +127,8 @@ pub struct Controllers {
 }
 
 const HOST_IP: &str = "10.0.0.1";
+/// How many `simulated step K of N` lines a container that runs to completion writes over its run.
+const PROGRESS_LINES: u32 = 3;
 /// Bounds the rounds of one step: each round reacts to the previous round's writes.
 const MAX_ROUNDS: usize = 16;
 
@@ -312,15 +321,30 @@ impl Controllers {
         let mut next = pod.as_ref().clone();
         match step {
             Step::Start => {
-                for container in pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
+                for container in containers(&pod) {
                     store.append_log(&target.uid, text(container, "/name"), &command_line(container));
                 }
                 let ip = self.pod_ip();
                 next["status"] = running_status(&pod, &ip, &time);
                 self.schedule(now + self.config.pod_ready_delay, Step::Ready, target.clone());
                 if !restarts {
+                    // Scheduled before Finish, so that the last line is written before the container exits.
+                    for line in 1..=PROGRESS_LINES {
+                        let at = now + self.config.pod_run_duration * line / PROGRESS_LINES;
+                        self.schedule(at, Step::Progress(line), target.clone());
+                    }
                     self.schedule(now + self.config.pod_run_duration, Step::Finish, target.clone());
                 }
+            }
+            Step::Progress(line) => {
+                for container in containers(&pod) {
+                    store.append_log(
+                        &target.uid,
+                        text(container, "/name"),
+                        &format!("simulated step {line} of {PROGRESS_LINES}"),
+                    );
+                }
+                return;
             }
             Step::Ready if failing && restarts => {
                 set_containers(&mut next, &json!({"waiting": {"reason": "CrashLoopBackOff"}}), false, 1)
@@ -462,18 +486,13 @@ pub struct LogOptions {
     pub timestamps: bool,
 }
 
-/// `pods/NAME/log`: what a container of a Pod wrote, as the kubelet serves it (with its errors).
-pub fn pod_log(store: &Store, namespace: &str, name: &str, options: &LogOptions) -> Result<String, ApiError> {
+/// `pods/NAME/log`: a cursor on a container's output at the first line to serve, or the kubelet's refusal (no such
+/// Pod or container, or a container not started yet).
+pub fn pod_log(store: &Store, namespace: &str, name: &str, options: &LogOptions) -> Result<LogCursor, ApiError> {
     let pods = resource(store, "", "v1", "pods").ok_or_else(|| ApiError::internal("pods are not served"))?;
     let pod = store.get(&pods, Some(namespace), name)?;
-    let containers: Vec<&str> = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|c| text(c, "/name"))
-        .collect();
-    let container = match (options.container.as_deref(), containers.as_slice()) {
+    let names: Vec<&str> = containers(&pod).map(|c| text(c, "/name")).collect();
+    let container = match (options.container.as_deref(), names.as_slice()) {
         (Some(container), _) => container,
         (None, [only]) => only,
         (None, many) => {
@@ -483,28 +502,79 @@ pub fn pod_log(store: &Store, namespace: &str, name: &str, options: &LogOptions)
             )));
         }
     };
-    if !containers.contains(&container) {
+    if !names.contains(&container) {
         return Err(ApiError::bad_request(format!("container {container} is not valid for pod {name}")));
     }
-    let started = pod.pointer("/status/containerStatuses").and_then(Value::as_array).into_iter().flatten().any(|c| {
-        text(c, "/name") == container
-            && (c.pointer("/state/running").is_some() || c.pointer("/state/terminated").is_some())
-    });
-    if !started {
+    if !container_in_state(&pod, container, "running") && !container_in_state(&pod, container, "terminated") {
         return Err(ApiError::bad_request(format!(
             "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
         )));
     }
-    let lines = store.log(text(&pod, "/metadata/uid"), container);
-    let skip = options.tail_lines.map_or(0, |tail| lines.len().saturating_sub(tail));
-    Ok(lines[skip..]
-        .iter()
-        .map(
-            |line| {
-                if options.timestamps { format!("{} {}\n", line.time, line.text) } else { format!("{}\n", line.text) }
-            },
-        )
-        .collect())
+    let uid = text(&pod, "/metadata/uid").to_string();
+    let written = store.log(&uid, container).len();
+    Ok(LogCursor {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        uid,
+        container: container.to_string(),
+        next_line: options.tail_lines.map_or(0, |tail| written.saturating_sub(tail)),
+        timestamps: options.timestamps,
+    })
+}
+
+/// Where a reader of one container's output is: a plain `pods/NAME/log` reads once, `follow` until the end.
+#[derive(Clone, Debug)]
+pub struct LogCursor {
+    namespace: String,
+    name: String,
+    /// The Pod's uid: a new Pod of the same name is another log.
+    uid: String,
+    container: String,
+    next_line: usize,
+    timestamps: bool,
+}
+
+/// What a [`LogCursor`] read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogChunk {
+    /// The lines written since the last read, each ending with a newline.
+    pub text: String,
+    /// No more lines will come: the container terminated, or its Pod is being deleted or gone.
+    pub ended: bool,
+}
+
+impl LogCursor {
+    /// The lines written since the last read.
+    pub fn read(&mut self, store: &Store) -> LogChunk {
+        let pod = resource(store, "", "v1", "pods")
+            .and_then(|pods| store.get(&pods, Some(&self.namespace), &self.name).ok())
+            .filter(|pod| text(pod, "/metadata/uid") == self.uid);
+        let lines = store.log(&self.uid, &self.container);
+        let unread = lines.get(self.next_line..).unwrap_or_default();
+        self.next_line = self.next_line.max(lines.len());
+        let text =
+            unread
+                .iter()
+                .map(|line| {
+                    if self.timestamps { format!("{} {}\n", line.time, line.text) } else { format!("{}\n", line.text) }
+                })
+                .collect();
+        let ended = pod.is_none_or(|pod| is_deleting(&pod) || container_in_state(&pod, &self.container, "terminated"));
+        LogChunk { text, ended }
+    }
+}
+
+fn containers(pod: &Value) -> impl Iterator<Item = &Value> {
+    pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten()
+}
+
+/// Whether the named container's status is in `state` (`running`, `terminated`, `waiting`).
+fn container_in_state(pod: &Value, container: &str, state: &str) -> bool {
+    pod.pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| text(c, "/name") == container && c.pointer(&format!("/state/{state}")).is_some())
 }
 
 fn background() -> DeleteOptions {
@@ -564,11 +634,7 @@ fn running_status(pod: &Value, ip: &str, time: &str) -> Value {
     status["podIPs"] = json!([{"ip": ip}]);
     status["startTime"] = json!(time);
     let uid = text(pod, "/metadata/uid");
-    let containers: Vec<Value> = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    let statuses: Vec<Value> = containers(pod)
         .map(|c| {
             let name = text(c, "/name");
             json!({
@@ -583,7 +649,7 @@ fn running_status(pod: &Value, ip: &str, time: &str) -> Value {
             })
         })
         .collect();
-    status["containerStatuses"] = json!(containers);
+    status["containerStatuses"] = json!(statuses);
     status
 }
 

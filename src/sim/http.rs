@@ -14,7 +14,7 @@ use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
 use super::Shared;
-use super::controllers::{self, LogOptions};
+use super::controllers::{self, LogCursor, LogOptions};
 use super::error::ApiError;
 use super::network::{self, Process};
 use super::openapi;
@@ -35,12 +35,17 @@ enum Reply {
     Json(StatusCode, Value),
     Text(String),
     Watch(Box<WatchPlan>),
+    /// `pods/NAME/log?follow=true`: the container's output, streamed until it ends.
+    FollowLog(Box<LogCursor>),
     /// A request for a process inside the cluster (`services/proxy`).
     Forward(Arc<dyn Process>, Box<network::Request>),
 }
 
 /// The version the simulated cluster reports (the Kubernetes API it follows).
 pub(crate) const GIT_VERSION: &str = "v1.33.0";
+
+/// How often a log follower looks for lines written without any object changing (a change wakes it at once).
+const LOG_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A watch without `timeoutSeconds` ends after this long (the API server picks 30–60 minutes at random).
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -49,10 +54,10 @@ pub async fn handle(shared: Arc<Shared>, parts: http::request::Parts, body: Byte
     let mut warnings = Vec::new();
     let mut response = match route(&shared, &parts, &body, &mut warnings) {
         Ok(Reply::Json(status, value)) => json_response(status, &value),
-        Ok(Reply::Text(text)) => {
-            let mut response = Response::new(Full::new(Bytes::from(text)).boxed_unsync());
-            response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
-            response
+        Ok(Reply::Text(text)) => text_response(Full::new(Bytes::from(text)).boxed_unsync()),
+        Ok(Reply::FollowLog(cursor)) => {
+            let frames = follow_log(shared, *cursor).map(|chunk| Ok(http_body::Frame::data(chunk)));
+            text_response(StreamBody::new(frames).boxed_unsync())
         }
         Ok(Reply::Forward(process, request)) => {
             let (parts, body) = process.call(*request).await.into_parts();
@@ -91,6 +96,35 @@ fn write<R>(shared: &Shared, warnings: &mut Vec<String>, f: impl FnOnce(&mut Sto
         let result = f(store);
         warnings.extend(store.take_warnings());
         result
+    })
+}
+
+fn text_response(body: SimBody) -> Response<SimBody> {
+    let mut response = Response::new(body);
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+    response
+}
+
+/// The body of `pods/NAME/log?follow=true`: what was written so far, then each line as it is written, until the
+/// container terminates or its Pod is deleted.
+fn follow_log(shared: Arc<Shared>, cursor: LogCursor) -> impl futures::Stream<Item = Bytes> + Send {
+    let changed = shared.subscribe();
+    futures::stream::unfold(Some((shared, cursor, changed)), |following| async move {
+        let (shared, mut cursor, mut changed) = following?;
+        loop {
+            let chunk = shared.read(|store| cursor.read(store));
+            if chunk.ended {
+                return (!chunk.text.is_empty()).then(|| (Bytes::from(chunk.text), None));
+            }
+            if !chunk.text.is_empty() {
+                return Some((Bytes::from(chunk.text), Some((shared, cursor, changed))));
+            }
+            // The sender lives in `shared`, so `changed` cannot fail while this waits.
+            tokio::select! {
+                _ = changed.changed() => {}
+                () = tokio::time::sleep(LOG_POLL_INTERVAL) => {}
+            }
+        }
     })
 }
 
@@ -170,7 +204,11 @@ fn route(
                 tail_lines: query.get("tailLines").and_then(|t| t.parse().ok()),
                 timestamps: query.get("timestamps").is_some_and(|t| t == "true"),
             };
-            shared.read(|s| controllers::pod_log(s, namespace, name, &options)).map(Reply::Text)
+            let follow = query.get("follow").is_some_and(|f| f == "true");
+            shared.read(|s| {
+                let mut cursor = controllers::pod_log(s, namespace, name, &options)?;
+                Ok(if follow { Reply::FollowLog(Box::new(cursor)) } else { Reply::Text(cursor.read(s).text) })
+            })
         }
         ["api", "v1", "namespaces", namespace, "services", service, "proxy", ..] => {
             proxy(shared, parts, body, namespace, service)

@@ -48,8 +48,10 @@
 //!   header each; 400 under `fieldValidation=Strict`), `default`s applied, then 422 Invalid with one cause per field.
 //!   Approximation: built-in kinds keep every field they are sent, `fieldValidation=Strict` or not (the API server
 //!   decodes them into their Go types, dropping or refusing unknown fields).
-//! - `pods/NAME/log` (what the simulated kubelet and processes wrote, [`controllers::pod_log`]) and
-//!   `services/[SCHEME:]NAME[:PORT]/proxy/…`, forwarded to what listens behind that Service port ([`network`]).
+//! - `pods/NAME/log` (what the simulated kubelet wrote for each container, [`controllers::pod_log`]; with
+//!   `follow=true` the answer streams each line as it is written and ends when the container terminates or its Pod
+//!   is deleted) and `services/[SCHEME:]NAME[:PORT]/proxy/…`, forwarded to what listens behind that Service port
+//!   ([`network`]).
 //! - Errors are `Status` objects with the real codes, reasons, messages and details.
 //!
 //! # Faults
