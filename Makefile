@@ -15,11 +15,16 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# Until the runtime lands: validate every KubeRay sample and render what the operator would create for them.
+# The operator on the embedded simulated cluster: every KubeRay sample with a RayCluster, each file in a namespace of
+# its own, until each cluster is provisioned (in simulated time); then one cluster's audit trail and a replay of the
+# whole journal (./journal).
+RAYCLUSTER_SAMPLES = $$(grep -rl '^kind: RayCluster$$' $(SAMPLES) | sort)
 run: build
-	./target/release/kuberay validate -f $$(find $(SAMPLES) -name '*.yaml' | sort)
-	./target/release/kuberay render -f $(SAMPLES)/ray-cluster.sample.yaml $(SAMPLES)/ray-job.sample.yaml $(SAMPLES)/ray-service.sample.yaml > rendered.yaml
-	@echo "rendered $$(grep -c '^kind:' rendered.yaml) objects into rendered.yaml"
+	rm -rf journal
+	./target/release/kuberay sim run --until-settled --namespace-per-file --reconcile-concurrency 8 --log-level warn \
+		--journal journal --apply $(RAYCLUSTER_SAMPLES)
+	./target/release/kuberay journal audit raycluster/ray-cluster-sample/raycluster-kuberay --journal journal
+	./target/release/kuberay journal replay --journal journal
 
 # Regenerates deploy/crds/ from the types (a test fails while they are stale).
 crds:

@@ -74,7 +74,8 @@ fn redact_object(map: &mut Map<String, Value>) -> bool {
     }
     if let Some(Value::Object(params)) = map.get_mut("rayStartParams") {
         for param in SECRET_START_PARAMS {
-            if let Some(value) = params.get_mut(param) {
+            // `$REDIS_PASSWORD` names a variable, as it does on the command line built from it (`redact_flags`).
+            if let Some(value) = params.get_mut(param).filter(|value| !is_reference(value)) {
                 changed |= replace(value);
             }
         }
@@ -142,7 +143,7 @@ fn redact_flags(text: &mut String) -> bool {
                 .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
                 .map_or(text.len(), |end| value_start + end);
             let value = &text[value_start..value_end];
-            if !value.is_empty() && !value.starts_with('$') && value != REDACTED {
+            if !value.is_empty() && !is_reference(&Value::from(value)) && value != REDACTED {
                 text.replace_range(value_start..value_end, REDACTED);
                 changed = true;
             }
@@ -150,6 +151,11 @@ fn redact_flags(text: &mut String) -> bool {
         }
     }
     changed
+}
+
+/// A shell variable reference (`$REDIS_PASSWORD`, `${REDIS_PASSWORD}`): the secret is elsewhere.
+fn is_reference(value: &Value) -> bool {
+    value.as_str().is_some_and(|text| text.starts_with('$'))
 }
 
 fn contains_ignoring_case(haystack: &[u8], needle: &[u8]) -> bool {
@@ -179,6 +185,10 @@ mod tests {
     #[case::start_param(
         json!({"rayStartParams": {"redis-password": "s3", "num-cpus": "1"}}),
         json!({"rayStartParams": {"redis-password": REDACTED, "num-cpus": "1"}})
+    )]
+    #[case::start_param_reference(
+        json!({"rayStartParams": {"redis-password": "$REDIS_PASSWORD"}}),
+        json!({"rayStartParams": {"redis-password": "$REDIS_PASSWORD"}})
     )]
     #[case::redis_url_with_user(
         json!({"redisAddress": "redis://admin:s3@redis:6379/0"}),
