@@ -32,8 +32,10 @@ crds:
 
 # Benchmarks: the journal's figures next to raw sled's (append, replay, bytes per transition, one machine step),
 # the crash test at length, and the simulated cluster at scale (creates/s and watch fan-out with 10,000 Pods,
-# memory per 1,000 Pods).
+# memory per 1,000 Pods), and the operator with 1,000 RayClusters (time to provisioned, peak RSS, transitions/s;
+# `kuberay sim serve` and `kuberay run` as separate processes).
 bench:
 	$(CARGO) bench --bench journal
 	JOURNAL_CRASH_ROUNDS=1000 $(CARGO) test --lib journal::crash_tests -- --nocapture
 	$(CARGO) bench --bench sim
+	$(CARGO) bench --bench operator
