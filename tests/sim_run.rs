@@ -80,7 +80,7 @@ fn a_cluster_that_cannot_settle_times_out_naming_it() {
         "run",
         "--until-settled",
         "--timeout",
-        "3",
+        "20",
         "--log-level",
         "warn",
         "--journal",

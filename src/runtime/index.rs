@@ -144,6 +144,18 @@ impl Object {
     }
 }
 
+/// Whether a change to a RayCluster wakes its machine: KubeRay's predicates (generation, labels or annotations
+/// changed), and its deletion starting. A status write — most often the operator's own — does not; it would only
+/// wake a step that finds nothing to do.
+fn wakes(before: &RayCluster, after: &RayCluster) -> bool {
+    let (before, after) = (&before.metadata, &after.metadata);
+    before.generation != after.generation
+        || before.labels != after.labels
+        || before.annotations != after.annotations
+        || before.deletion_timestamp != after.deletion_timestamp
+        || before.finalizers != after.finalizers
+}
+
 fn is_ray_cluster(owner: &OwnerReference) -> bool {
     owner.kind == "RayCluster" && owner.api_version.starts_with("ray.io/")
 }
@@ -200,6 +212,11 @@ impl Index {
     fn put(&mut self, kind: Watched, object: Object, event: WatchEvent) -> Vec<(Key, Trigger)> {
         let id = ids(&object);
         let before = self.objects.entry(kind).or_default().insert(id.clone(), object.clone());
+        if let (Some(Body::Cluster(before)), Body::Cluster(after)) = (before.as_ref().map(|b| &b.body), &object.body)
+            && !wakes(before, after)
+        {
+            return Vec::new();
+        }
         let mut owners: BTreeSet<Key> = object.owners.iter().cloned().collect();
         if let Some(before) = before {
             // An owner the object no longer names must look again too: it lost something.
@@ -289,6 +306,7 @@ fn ids(object: &Object) -> (String, String) {
 mod tests {
     use k8s_openapi::api::core::v1::PodStatus;
     use rstest::rstest;
+    use serde_json::json;
 
     use super::*;
 
@@ -417,6 +435,27 @@ mod tests {
         assert_eq!(index.apply(Change::Applied(Watched::Named(NamedKind::Role), role)).len(), 1);
         let owned: Vec<String> = index.observe_cluster(&key("c")).owned.into_iter().map(|o| o.kind).collect();
         assert_eq!(owned, vec!["ServiceAccount", "Role"]);
+    }
+
+    #[rstest]
+    #[case::status_only(json!({"status": {"state": "ready"}}), false)]
+    #[case::spec(json!({"metadata": {"generation": 2}}), true)]
+    #[case::labels(json!({"metadata": {"labels": {"a": "b"}}}), true)]
+    #[case::annotations(json!({"metadata": {"annotations": {"a": "b"}}}), true)]
+    #[case::deletion(json!({"metadata": {"deletionTimestamp": "2025-01-01T00:00:00Z"}}), true)]
+    fn only_what_kuberays_predicates_pass_wakes_a_cluster(#[case] change: serde_json::Value, #[case] woken: bool) {
+        let mut index = Index::default();
+        let mut before = serde_json::to_value(RayCluster::new("c", Default::default())).unwrap();
+        before["metadata"]["namespace"] = json!("ns");
+        before["metadata"]["generation"] = json!(1);
+        let mut after = before.clone();
+        json_patch::merge(&mut after, &change);
+        let decode = |value: serde_json::Value| Object::of_cluster(serde_json::from_value(value).unwrap());
+        index.apply(Change::Applied(Watched::RayCluster, decode(before)));
+        let triggers = index.apply(Change::Applied(Watched::RayCluster, decode(after.clone())));
+        assert_eq!(!triggers.is_empty(), woken);
+        let cached = index.cluster("ns", "c").unwrap();
+        assert_eq!(serde_json::to_value(&*cached).unwrap()["status"], after["status"], "the cache follows anyway");
     }
 
     #[test]
