@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::config::OperatorConfig;
 use crate::journal::store::{SledStore, Store};
 use crate::journal::{Journal, JournalError, Session};
+use crate::journal::{Retention, RetentionReport};
 use crate::machine::{Decision, Input, Machine, MachineKind, Memory, machine_for};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,11 @@ impl<S: Store> Engine<S> {
     /// Makes every step so far durable at one point; returns the durable seq.
     pub fn commit(&mut self) -> Result<u64, EngineError> {
         Ok(self.journal.commit()?)
+    }
+
+    /// Applies retention to the journal (records of objects long gone, the oldest past the size cap).
+    pub fn retain(&mut self, policy: &Retention, now: Time) -> Result<RetentionReport, EngineError> {
+        Ok(self.journal.retain(policy, now.0)?)
     }
 
     pub fn journal(&self) -> &Journal<S> {

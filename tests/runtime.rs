@@ -15,6 +15,7 @@ use kuberay::clock::TokioClock;
 use kuberay::config::OperatorConfig;
 use kuberay::engine::Engine;
 use kuberay::journal::Journal;
+use kuberay::journal::Retention;
 use kuberay::journal::store::MemStore;
 use kuberay::runtime::leader::LeaderElection;
 use kuberay::runtime::metrics::Metrics;
@@ -63,6 +64,7 @@ impl Operator {
             namespaces: Namespaces::All,
             clock,
             leader_election: election,
+            retention: Retention { gone_ttl: Duration::from_secs(86_400), max_bytes: None },
         };
         let (ready, _) = watch::channel(false);
         let reports = Reports { metrics: Arc::new(Metrics::new()), transitions: None, ready: Arc::new(ready) };

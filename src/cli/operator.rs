@@ -18,6 +18,7 @@ use crate::clock::{Clock, TokioClock, WallClock};
 use crate::config::{FeatureGates, OperatorConfig};
 use crate::engine::Engine;
 use crate::journal::Journal;
+use crate::journal::Retention;
 use crate::journal::store::SledOptions;
 use crate::machine::MachineKind;
 use crate::runtime::leader::LeaderElection;
@@ -47,6 +48,12 @@ pub struct OperatorArgs {
     /// The journal's directory.
     #[arg(long, default_value = "./journal")]
     pub journal: PathBuf,
+    /// How long the journal keeps an object's records once the object is gone (`24h`, `7d`).
+    #[arg(long, default_value = "24h", value_parser = super::sim::parse_duration)]
+    pub journal_keep_gone: std::time::Duration,
+    /// The most bytes of live journal data to keep; past it, the oldest records go first.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub journal_max_bytes: u64,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// What to log, in tracing's target syntax (`info`, `warn,kuberay=debug`).
@@ -126,6 +133,10 @@ fn init_logs(args: &OperatorArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn retention(args: &OperatorArgs) -> Retention {
+    Retention { gone_ttl: args.journal_keep_gone, max_bytes: Some(args.journal_max_bytes) }
+}
+
 fn operator_config(args: &OperatorArgs) -> Result<OperatorConfig, String> {
     let feature_gates = FeatureGates::parse(&args.feature_gates).map_err(|e| format!("--feature-gates: {e}"))?;
     Ok(OperatorConfig { feature_gates, ..OperatorConfig::from_env() })
@@ -170,6 +181,7 @@ pub fn run(args: OperatorArgs, cluster: ClusterArgs, err: &mut dyn Write) -> std
             namespaces: Namespaces::parse(&args.watch_namespace),
             clock,
             leader_election: election,
+            retention: retention(&args),
         };
         runtime::run(client, engine, runtime_config, reports, terminated()).await.map_err(std::io::Error::other)?;
         Ok(EXIT_OK)
@@ -308,6 +320,7 @@ pub fn sim_run(
             namespaces: Namespaces::parse(&args.watch_namespace),
             clock,
             leader_election: None,
+            retention: retention(&args),
         };
         let stopped = stop.clone();
         let operator = tokio::spawn(runtime::run(client.clone(), engine, runtime_config, reports, async move {

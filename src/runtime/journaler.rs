@@ -3,20 +3,27 @@
 //! holds it is durable (write-ahead), and a burst of steps costs one flush.
 //!
 //! The batch runs on tokio's blocking pool: sled's flush blocks, and a blocking task also keeps paused (simulated)
-//! time from jumping ahead while the disk works.
+//! time from jumping ahead while the disk works. Between batches, every [`RETENTION_INTERVAL`], the task applies the
+//! journal's retention policy, so that a long-running operator's journal stays bounded.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use super::metrics::Metrics;
+use crate::clock::Clock;
 use crate::engine::{Engine, EngineError};
+use crate::journal::Retention;
 use crate::journal::store::Store;
 use crate::machine::{Decision, Input, Memory};
 
 /// The most steps one commit covers: a bound on how long the first of them waits.
 const MAX_BATCH: usize = 256;
+/// How often retention runs.
+pub const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 
 type Reply = oneshot::Sender<Result<Decision, Arc<EngineError>>>;
 
@@ -42,9 +49,14 @@ pub enum StepError {
 
 impl Journaler {
     /// Starts the engine's task; it ends, after a last commit, when every handle is dropped.
-    pub fn start<S: Store + Send + 'static>(engine: Engine<S>, metrics: Arc<Metrics>) -> (Journaler, JournalTask<S>) {
+    pub fn start<S: Store + Send + 'static>(
+        engine: Engine<S>,
+        retention: Retention,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> (Journaler, JournalTask<S>) {
         let (requests, receiver) = mpsc::channel(MAX_BATCH * 4);
-        let task = JournalTask { engine: Some(engine), requests: receiver, metrics };
+        let task = JournalTask { engine: Some(engine), requests: receiver, retention, clock, metrics };
         (Journaler { requests }, task)
     }
 
@@ -60,13 +72,25 @@ impl Journaler {
 pub struct JournalTask<S: Store> {
     engine: Option<Engine<S>>,
     requests: mpsc::Receiver<Request>,
+    retention: Retention,
+    clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
 
 impl<S: Store + Send + 'static> JournalTask<S> {
     pub async fn run(mut self) -> Result<Engine<S>, Arc<EngineError>> {
+        let mut retention = tokio::time::interval(RETENTION_INTERVAL);
+        retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        retention.tick().await;
         loop {
-            let Some(first) = self.requests.recv().await else { break };
+            let first = tokio::select! {
+                first = self.requests.recv() => first,
+                _ = retention.tick() => {
+                    self.retain().await?;
+                    continue;
+                }
+            };
+            let Some(first) = first else { break };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match self.requests.try_recv() {
@@ -91,6 +115,29 @@ impl<S: Store + Send + 'static> JournalTask<S> {
     }
 }
 
+impl<S: Store + Send + 'static> JournalTask<S> {
+    async fn retain(&mut self) -> Result<(), Arc<EngineError>> {
+        let Some(mut engine) = self.engine.take() else { return Ok(()) };
+        let (policy, now) = (self.retention.clone(), Time(self.clock.now()));
+        let (engine, retained) = tokio::task::spawn_blocking(move || {
+            let retained = engine.retain(&policy, now);
+            (engine, retained)
+        })
+        .await
+        .map_err(|e| Arc::new(EngineError::Stopped(e.to_string())))?;
+        self.engine = Some(engine);
+        match retained {
+            Ok(report) if report.records > 0 => {
+                tracing::info!(records = report.records, objects = report.objects, "journal retention");
+            }
+            Ok(_) => {}
+            // Retention failing leaves the journal larger, not wrong: the operator goes on.
+            Err(error) => tracing::warn!(%error, "journal retention failed"),
+        }
+        Ok(())
+    }
+}
+
 type Answer = (Reply, Result<Decision, Arc<EngineError>>);
 
 fn step_batch<S: Store>(mut engine: Engine<S>, batch: Vec<Request>, metrics: &Metrics) -> (Engine<S>, Vec<Answer>) {
@@ -111,4 +158,48 @@ fn step_batch<S: Store>(mut engine: Engine<S>, batch: Vec<Request>, metrics: &Me
         metrics.journal_bytes(bytes);
     }
     (engine, answers)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::TokioClock;
+    use crate::config::OperatorConfig;
+    use crate::journal::Journal;
+    use crate::machine::{ClusterObservation, MachineKind, ObjectRef, Observation, Trigger};
+
+    fn gone_cluster(now: Time) -> Input {
+        let object = ObjectRef {
+            kind: MachineKind::RayCluster,
+            namespace: "ns".to_string(),
+            name: "c".to_string(),
+            uid: "uid-c".to_string(),
+        };
+        Input {
+            object,
+            trigger: Trigger::Resync,
+            now,
+            observation: Observation::RayCluster(ClusterObservation::default()),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn steps_are_durable_when_answered_and_retention_runs_between_batches() {
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at("2025-01-01T00:00:00Z".parse().unwrap()));
+        let now = Time(clock.now());
+        let engine = Engine::start(Journal::in_memory().unwrap(), &OperatorConfig::default(), now.clone()).unwrap();
+        let retention = Retention { gone_ttl: Duration::from_secs(60), max_bytes: None };
+        let (journaler, task) = Journaler::start(engine, retention, clock.clone(), Arc::new(Metrics::new()));
+        let task = tokio::spawn(task.run());
+        let decision = journaler.step(Memory::default(), gone_cluster(now)).await.unwrap();
+        assert_eq!(decision.next, "Deleted");
+        tokio::time::sleep(RETENTION_INTERVAL * 2).await;
+        drop(journaler);
+        let engine = task.await.unwrap().unwrap();
+        let stats = engine.journal().stats().unwrap();
+        assert_eq!(engine.journal().durable(), engine.journal().next_seq() - 1, "everything answered is durable");
+        assert_eq!(stats.objects, 0, "the gone object's records went after its time to live: {stats:?}");
+    }
 }

@@ -41,6 +41,7 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::config::OperatorConfig;
 use crate::engine::Engine;
+use crate::journal::Retention;
 use crate::journal::store::Store;
 use crate::machine::{Command, Decision, Input, MachineKind, Memory, ObjectRef, Observation, Trigger};
 use executor::{Executor, Own};
@@ -64,6 +65,8 @@ pub struct RuntimeConfig {
     pub namespaces: watch::Namespaces,
     pub clock: Arc<dyn Clock>,
     pub leader_election: Option<LeaderElection>,
+    /// What the journal keeps ([`journaler::RETENTION_INTERVAL`]).
+    pub retention: Retention,
 }
 
 /// A Decision as `kuberay sim run` prints it: `TIME KIND/NAMESPACE/NAME FROM -> TO REASON`.
@@ -111,7 +114,8 @@ pub async fn run<S: Store + Send + 'static>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Engine<S>, RuntimeError> {
     let leading = leader::elect(client.clone(), config.leader_election.as_ref()).await?;
-    let (journaler, journal_task) = Journaler::start(engine, reports.metrics.clone());
+    let (journaler, journal_task) =
+        Journaler::start(engine, config.retention.clone(), config.clock.clone(), reports.metrics.clone());
     let journal_task = tokio::spawn(journal_task.run());
     let (changes, receiver) = mpsc::channel(1024);
     watch::spawn_all(&client, &config.namespaces, changes);
