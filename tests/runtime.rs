@@ -285,20 +285,24 @@ async fn gcs_ft_deletion_runs_the_redis_cleanup_job_first() {
     let cluster = until(&sim, "c", "provisioned", provisioned).await;
     assert_eq!(cluster.metadata.finalizers, Some(vec!["ray.io/gcs-ft-redis-cleanup-finalizer".to_string()]));
     Api::<RayCluster>::namespaced(sim.client(), NS).delete("c", &DeleteParams::default()).await.unwrap();
-    // The cluster goes only once the cleanup Job has completed.
+    // The cluster goes only once the cleanup Job has completed: a watch sees the Job complete, then the cluster go.
     let jobs: Api<Job> = Api::namespaced(sim.client(), NS);
-    let mut job_complete_while_cluster_lived = false;
-    for _ in 0..1500 {
-        if get(&sim, "c").await.is_none() {
-            break;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let watching = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(kube::runtime::watcher(jobs, Default::default()));
+        while let Some(Ok(event)) = futures::StreamExt::next(&mut stream).await {
+            if let kube::runtime::watcher::Event::Apply(job) | kube::runtime::watcher::Event::InitApply(job) = event {
+                let conditions = job.status.and_then(|s| s.conditions).unwrap_or_default();
+                let complete = conditions.iter().any(|c| c.type_ == "Complete" && c.status == "True");
+                record.lock().unwrap().push((job.metadata.name.unwrap_or_default(), complete));
+            }
         }
-        let job = jobs.get_opt("c-redis-cleanup").await.unwrap();
-        let conditions = job.and_then(|job| job.status).and_then(|s| s.conditions).unwrap_or_default();
-        job_complete_while_cluster_lived |= conditions.iter().any(|c| c.type_ == "Complete" && c.status == "True");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(get(&sim, "c").await.is_none(), "the cluster is gone within 300 s");
-    assert!(job_complete_while_cluster_lived, "the Redis cleanup Job completed before the cluster went");
+    });
+    until(&sim, "c", "gone after the cleanup", |cluster, _| cluster.is_none().then_some(())).await;
+    watching.abort();
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.contains(&("c-redis-cleanup".to_string(), true)), "the Redis cleanup Job completed: {seen:?}");
     assert_replays(&operator.stop().await);
 }
 
