@@ -29,6 +29,8 @@ pub enum EngineError {
 pub struct Engine<S: Store = SledStore> {
     journal: Journal<S>,
     machines: BTreeMap<MachineKind, Box<dyn Machine>>,
+    /// Steps that will not replay as they were taken (see [`crate::journal::history::replays`]).
+    divergences: u64,
 }
 
 impl<S: Store> Engine<S> {
@@ -45,7 +47,7 @@ impl<S: Store> Engine<S> {
             .into_iter()
             .filter_map(|kind| machine_for(kind, config).map(|machine| (kind, machine)))
             .collect();
-        Ok(Engine { journal, machines })
+        Ok(Engine { journal, machines, divergences: 0 })
     }
 
     /// One step: journal the Input and the memory, step the machine, journal the Decision. The Decision is not
@@ -55,8 +57,17 @@ impl<S: Store> Engine<S> {
         let machine = self.machines.get(&kind).ok_or(EngineError::NoMachine(kind))?;
         let input_seq = self.journal.append_input(input, memory)?;
         let decision = machine.step(memory, input);
-        self.journal.append_decision(&input.object, input_seq, &decision)?;
+        let decision_seq = self.journal.append_decision(&input.object, input_seq, &decision)?;
+        if !crate::journal::history::replays(machine.as_ref(), memory, input, &decision)? {
+            self.divergences += 1;
+            tracing::warn!(object = %input.object, seq = decision_seq, "this step will not replay as it was taken");
+        }
         Ok(decision)
+    }
+
+    /// How many steps so far will not replay as they were taken.
+    pub fn divergences(&self) -> u64 {
+        self.divergences
     }
 
     /// Makes every step so far durable at one point; returns the durable seq.

@@ -165,6 +165,36 @@ pub fn replay<S: Store>(journal: &Journal<S>, objects: Option<&[ObjectRef]>) -> 
     Ok(report)
 }
 
+/// Whether a step, as the journal records it (redacted), will replay into the Decision it produced — what
+/// [`replay`] finds later, checked as the step is taken. Only a step whose Input or memory redaction changed can
+/// diverge (the machine is pure), so only those are stepped again.
+pub fn replays(
+    machine: &dyn Machine,
+    memory: &Memory,
+    input: &Input,
+    decision: &Decision,
+) -> Result<bool, JournalError> {
+    let mut parts = input.parts()?;
+    parts.push(Part { name: super::MEMORY_PART.to_string(), json: serde_json::to_vec(memory)? });
+    let mut changed = false;
+    let mut recorded = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let redacted = redact_part(part)?;
+        changed |= matches!(redacted, std::borrow::Cow::Owned(_));
+        recorded.push(redacted.into_owned());
+    }
+    if !changed {
+        return Ok(true);
+    }
+    let recorded_input = Input::from_parts(&recorded)?;
+    let recorded_memory: Memory = match recorded.iter().find(|part| part.name == super::MEMORY_PART) {
+        Some(part) => serde_json::from_slice(&part.json)?,
+        None => Memory::default(),
+    };
+    let replayed = machine.step(&recorded_memory, &recorded_input);
+    Ok(redacted_parts(&replayed)? == redacted_parts(decision)?)
+}
+
 fn redacted_parts(decision: &Decision) -> Result<Vec<Part>, JournalError> {
     let mut parts = Vec::new();
     for part in decision.parts()? {
@@ -235,5 +265,61 @@ mod tests {
             assert_eq!(pair[1].input_seq, pair[0].decision_seq + 1);
         }
         assert_eq!(history.steps[0].from_state(), "New");
+    }
+
+    /// A machine that puts the head's `redis-password` start parameter into its Decision: in an env value (which the
+    /// journal redacts the same way) or in its reason (which it does not).
+    struct Echo {
+        into_reason: bool,
+    }
+
+    impl Machine for Echo {
+        fn kind(&self) -> MachineKind {
+            MachineKind::RayCluster
+        }
+
+        fn step(&self, _: &Memory, input: &Input) -> Decision {
+            let crate::machine::Observation::RayCluster(observation) = &input.observation;
+            let params = observation.cluster.as_ref().map(|c| c.spec.head_group_spec.ray_start_params.clone());
+            let secret = params.and_then(|p| p.get("redis-password").cloned()).unwrap_or_default();
+            let env = serde_json::json!({"kind": "Pod", "env": [{"name": "REDIS_PASSWORD", "value": secret}]});
+            Decision {
+                next: "Provisioning".to_string(),
+                commands: vec![crate::machine::Command::Create { object: env }],
+                reason: if self.into_reason { secret } else { "Reconciled".to_string() },
+                explanation: String::new(),
+                memory: Memory::default(),
+            }
+        }
+    }
+
+    #[rstest::rstest]
+    #[case::secret_copied_where_it_is_redacted_again(false, "s3cret", true)]
+    #[case::secret_leaked_where_it_is_not(true, "s3cret", false)]
+    #[case::no_secret_at_all(true, "$REDIS_PASSWORD", true)]
+    fn a_step_replays_unless_redaction_changes_its_decision(
+        #[case] into_reason: bool,
+        #[case] password: &str,
+        #[case] replayable: bool,
+    ) {
+        let mut cluster = crate::api::RayCluster::new("c", Default::default());
+        cluster.spec.head_group_spec.ray_start_params.insert("redis-password".to_string(), password.to_string());
+        let input = Input {
+            object: ObjectRef {
+                kind: MachineKind::RayCluster,
+                namespace: "ns".to_string(),
+                name: "c".to_string(),
+                uid: "u".to_string(),
+            },
+            trigger: crate::machine::Trigger::Resync,
+            now: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+            observation: crate::machine::Observation::RayCluster(crate::machine::ClusterObservation {
+                cluster: Some(cluster),
+                ..Default::default()
+            }),
+        };
+        let machine = Echo { into_reason };
+        let decision = machine.step(&Memory::default(), &input);
+        assert_eq!(replays(&machine, &Memory::default(), &input, &decision).unwrap(), replayable);
     }
 }

@@ -141,8 +141,10 @@ impl<S: Store + Send + 'static> JournalTask<S> {
 type Answer = (Reply, Result<Decision, Arc<EngineError>>);
 
 fn step_batch<S: Store>(mut engine: Engine<S>, batch: Vec<Request>, metrics: &Metrics) -> (Engine<S>, Vec<Answer>) {
+    let divergences = engine.divergences();
     let stepped: Vec<(Reply, Result<Decision, EngineError>)> =
         batch.into_iter().map(|request| (request.reply, engine.step(&request.memory, &request.input))).collect();
+    metrics.divergences(engine.divergences() - divergences);
     let started = Instant::now();
     let committed = engine.commit();
     metrics.commit(started.elapsed());
