@@ -201,6 +201,19 @@ async fn a_cluster_is_provisioned_with_the_status_of_spec_2_3() {
     assert_eq!(status.endpoints.unwrap().get("dashboard").map(String::as_str), Some("8265"));
     let pods = pods(&sim, "c").await;
     assert_eq!((names_of(&pods, "head").len(), names_of(&pods, "worker").len()), (1, 2));
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(sim.client(), NS);
+    let mut reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|event| event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("c"))
+        .filter_map(|event| event.reason)
+        .collect();
+    reasons.sort();
+    reasons.dedup();
+    assert_eq!(reasons, ["CreatedHeadPod", "CreatedService", "CreatedWorkerPod"], "KubeRay's Event reasons");
     assert_replays(&operator.stop().await);
 }
 
