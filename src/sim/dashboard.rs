@@ -10,11 +10,31 @@
 //! - it fails when the first `exit N`, `exit(N)` or `sys.exit(N)` of its entrypoint has `N` other than 0, with
 //!   `driver_exit_code` N (`error_type` `JOB_ENTRYPOINT_COMMAND_ERROR`); otherwise it succeeds with 0;
 //! - its logs, once it runs, are Ray's two opening lines and what its `echo WORDS` and `print("text")` would print,
-//!   or three lines `simulated step K of 3` when it has neither.
+//!   or three lines `simulated step K of 3` when it has neither; the printed lines are written evenly over the run,
+//!   line K of N at K/N of it (the last as it ends), and a stopped job writes no more.
 //!
 //! A duplicate `submission_id` is answered 500 with the traceback whose last line says `Job with submission_id X
 //! already exists. Please use a different submission_id.`; deleting a job that has not ended is 500; unknown ids are
 //! 404 `Job X does not exist`. `stop` stops a job at once (a real head takes about 2.5 s).
+//!
+//! # The log tail websocket
+//! `GET /api/jobs/ID/logs/tail` with `Upgrade: websocket` ([`Dashboard::tail`]; served over TCP by the API
+//! server's `services/proxy`, and in-process by [`super::Sim::tail`]) follows a real head's loops on tokio's clock:
+//! - it looks at the job once per [`TAIL_INTERVAL`] from the moment it connects; while the job is PENDING it sends
+//!   nothing, and a job that ended before its supervisor started (stopped while PENDING) is closed at once, with no
+//!   frame;
+//! - once the job has started it waits one more interval (a real head sleeps after it sees the driver's address),
+//!   then sends, once per interval, one text frame with every line written since the last (the first frame holds
+//!   the whole backlog), skipping intervals without new lines;
+//! - it closes (a normal close, 1000, whatever the outcome) at the first look with nothing new at least
+//!   [`TAIL_CLOSE_DELAY`] after the job ended, as a real head sees the end about 3 s late. A job that had ended long
+//!   before gets its whole log one interval after connecting, then the close at once;
+//! - an unknown id is refused before the upgrade, `404 Job ID does not exist`; a plain `GET` of a known job's tail
+//!   is aiohttp's 400 `No WebSocket UPGRADE hdr: None…`; a job deleted while tailed is closed at the next look.
+//!
+//! A client that offers `permessage-deflate` gets it accepted and then a close 1000 with no data when the first
+//! frame would go, as a real head fails to write it (`../shared/spec/ray-dashboard-api.md` §3.7); the websocket
+//! layer that speaks to TCP clients does that (the API server's, in `sim/http.rs`).
 //!
 //! # Serve
 //! `PUT /api/serve/applications/` takes a config; every application whose config is new or changed is DEPLOYING
@@ -22,15 +42,17 @@
 //! an application whose import path names the module `does_not_exist` ends DEPLOY_FAILED with a
 //! `ModuleNotFoundError`, as a real head reports a bad import. Applications left out of a config are gone at once.
 //!
-//! Approximations: no log tail websocket, no `DRIVER` jobs, `job_id` always null, no token authentication, and the
-//! serve answer holds the fields the operator reads (status, messages, deployments and their replicas), not the
-//! controller's metrics.
+//! Approximations: no `DRIVER` jobs, `job_id` always null, no token authentication, the serve answer holds the
+//! fields the operator reads (status, messages, deployments and their replicas), not the controller's metrics; a
+//! resubmitted id does not show the deleted run's log; the dashboard-timeout fault delays plain answers, not the
+//! log tail's handshake.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http::{Method, StatusCode, header};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value, json};
@@ -38,7 +60,7 @@ use sha1::{Digest, Sha1};
 
 use super::clock::Clock;
 use super::faults::{self, Dice, Faults};
-use super::network::{Answer, Process, Processes, Request, Response};
+use super::network::{Answer, Messages, Process, Processes, Request, Response, WebSocketAnswer};
 use super::rng::Rng;
 use super::store::Store;
 
@@ -48,6 +70,11 @@ pub const PENDING_SECONDS: f64 = 1.0;
 pub const DEFAULT_RUN_SECONDS: f64 = 2.0;
 /// How long an application deploys.
 pub const DEPLOY_SECONDS: f64 = 3.0;
+/// How often the log tail looks for new lines (Ray's `LOG_TAIL_SLEEP_S` and
+/// `WAIT_FOR_SUPERVISOR_ACTOR_INTERVAL_S`).
+pub const TAIL_INTERVAL: Duration = Duration::from_secs(1);
+/// How long after a job ends its log tail sees the end.
+pub const TAIL_CLOSE_DELAY: Duration = Duration::from_secs(3);
 
 const RAY_VERSION: &str = "2.60.0";
 const RAY_COMMIT: &str = "b7f4259e944bf6959f721b106adc366ddfa0c356";
@@ -165,6 +192,40 @@ impl Process for Forward {
             }
         })
     }
+
+    /// Opens the same websocket on the real head (without compression, which tungstenite does not offer) and passes
+    /// its text frames on; whatever ends it there ends it here with a normal close.
+    fn websocket(&self, request: Request) -> WebSocketAnswer {
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        // http://… becomes ws://…, https://… wss://…
+        let url = format!("{}{path}", self.base.replacen("http", "ws", 1));
+        Box::pin(async move {
+            use tokio_tungstenite::tungstenite::{Error, Message};
+            match tokio_tungstenite::connect_async(url.as_str()).await {
+                Ok((socket, answer)) => {
+                    let texts = socket
+                        .scan((), |(), received| {
+                            std::future::ready(match received {
+                                Ok(Message::Close(_)) | Err(_) => None,
+                                Ok(Message::Text(text)) => Some(Some(text.to_string())),
+                                Ok(_) => Some(None),
+                            })
+                        })
+                        .filter_map(std::future::ready);
+                    let mut accepted = http::Response::new(texts.boxed());
+                    if let Some(server) = answer.headers().get(header::SERVER) {
+                        accepted.headers_mut().insert(header::SERVER, server.clone());
+                    }
+                    Ok(accepted)
+                }
+                Err(Error::Http(refused)) => {
+                    let (parts, body) = refused.into_parts();
+                    Err(http::Response::from_parts(parts, Bytes::from(body.unwrap_or_default())))
+                }
+                Err(e) => Err(text_response(StatusCode::BAD_GATEWAY, &format!("error reaching {url}: {e}"))),
+            }
+        })
+    }
 }
 
 /// The dashboard-timeout fault of one dashboard.
@@ -181,7 +242,8 @@ pub struct Dashboard {
     head_ip: String,
     node_id: String,
     session_name: String,
-    state: Mutex<State>,
+    /// Shared with the log tails.
+    state: Arc<Mutex<State>>,
 }
 
 struct State {
@@ -202,6 +264,26 @@ impl Process for Dashboard {
             }
             response
         })
+    }
+
+    /// The log tail of a known job; the plain answer to anything else.
+    fn websocket(&self, request: Request) -> WebSocketAnswer {
+        let segments: Vec<&str> = request.uri().path().split('/').filter(|s| !s.is_empty()).collect();
+        let known = |id: &str| {
+            let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.jobs.iter().any(|job| job.submission_id == id)
+        };
+        let answer = match (request.method(), segments.as_slice()) {
+            (&Method::GET, ["api", "jobs", id, "logs", "tail"]) if known(id) => {
+                let mut accepted = http::Response::new(self.tail(id));
+                accepted
+                    .headers_mut()
+                    .insert(header::SERVER, header::HeaderValue::from_static("Python/3.11 aiohttp/3.14.5"));
+                Ok(accepted)
+            }
+            _ => Err(self.handle(&request)),
+        };
+        Box::pin(async move { answer })
     }
 }
 
@@ -249,7 +331,7 @@ impl Dashboard {
             session_name: format!("session_{}_{}", started.strftime("%Y-%m-%d_%H-%M-%S_%6f"), seed % 100_000),
             clock,
             hangs,
-            state: Mutex::new(State { jobs: Vec::new(), serve: None, rng: Rng::seeded(seed) }),
+            state: Arc::new(Mutex::new(State { jobs: Vec::new(), serve: None, rng: Rng::seeded(seed) })),
         }
     }
 
@@ -271,7 +353,7 @@ impl Dashboard {
             }
             (method, ["api", "jobs", id, rest @ ..]) => {
                 let Some(index) = state.jobs.iter().position(|job| job.submission_id == *id) else {
-                    return if matches!(rest, [] | ["logs"] | ["stop"]) {
+                    return if matches!(rest, [] | ["logs"] | ["logs", "tail"] | ["stop"]) {
                         text_response(StatusCode::NOT_FOUND, &format!("Job {id} does not exist"))
                     } else {
                         not_found()
@@ -281,6 +363,16 @@ impl Dashboard {
                     (&Method::GET, []) => json_response(StatusCode::OK, &self.info(&state.jobs[index], now)),
                     (&Method::GET, ["logs"]) => {
                         json_response(StatusCode::OK, &json!({"logs": state.jobs[index].logs(now)}))
+                    }
+                    (&Method::GET, ["logs", "tail"]) => {
+                        let upgrade = request.headers().get(header::UPGRADE).and_then(|u| u.to_str().ok());
+                        text_response(
+                            StatusCode::BAD_REQUEST,
+                            &format!(
+                                "No WebSocket UPGRADE hdr: {}\n Can \"Upgrade\" only to \"WebSocket\".",
+                                upgrade.unwrap_or("None")
+                            ),
+                        )
                     }
                     (&Method::POST, ["stop"]) => {
                         let job = &mut state.jobs[index];
@@ -324,6 +416,13 @@ impl Dashboard {
             }
             _ => not_found(),
         }
+    }
+
+    /// The frames of job `job_id`'s log tail (module docs), from now; the stream ends where the server closes.
+    pub fn tail(&self, job_id: &str) -> Messages {
+        let tailing =
+            Tailing { clock: self.clock.clone(), state: self.state.clone(), job_id: job_id.to_string(), sent: None };
+        futures::stream::unfold(tailing, Tailing::next_frame).boxed()
     }
 
     fn submit(&self, state: &mut State, request: &Request, now: Timestamp) -> Response {
@@ -509,6 +608,54 @@ impl Dashboard {
     }
 }
 
+/// One job's log tail between frames.
+struct Tailing {
+    clock: Arc<dyn Clock>,
+    state: Arc<Mutex<State>>,
+    job_id: String,
+    /// How much of the log was sent; `None` until the job is seen started.
+    sent: Option<usize>,
+}
+
+impl Tailing {
+    /// `look` at the job now; `None` when it is gone.
+    fn look<R>(&self, look: impl FnOnce(&Job, Timestamp) -> R) -> Option<R> {
+        let now = self.clock.now();
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.jobs.iter().find(|job| job.submission_id == self.job_id).map(|job| look(job, now))
+    }
+
+    async fn next_frame(mut self) -> Option<(String, Tailing)> {
+        while self.sent.is_none() {
+            let (started, terminal) = self.look(|job, now| (job.started(now), job.status(now).is_terminal()))?;
+            if terminal && !started {
+                return None;
+            }
+            tokio::time::sleep(TAIL_INTERVAL).await;
+            if started {
+                self.sent = Some(0);
+            }
+        }
+        let close_delay = TAIL_CLOSE_DELAY.as_secs_f64();
+        loop {
+            let sent = self.sent.unwrap_or_default();
+            let (logs, closing) = self.look(|job, now| {
+                let closing = job.ended(now).is_some_and(|end| after(end, close_delay) <= now);
+                (job.logs(now), closing)
+            })?;
+            if let Some(new) = logs.get(sent..).filter(|new| !new.is_empty()) {
+                let frame = new.to_string();
+                self.sent = Some(logs.len());
+                return Some((frame, self));
+            }
+            if closing {
+                return None;
+            }
+            tokio::time::sleep(TAIL_INTERVAL).await;
+        }
+    }
+}
+
 /// A Python traceback as the dashboard answers errors, ending with `last`.
 fn traceback(last: &str) -> String {
     format!(
@@ -589,16 +736,26 @@ impl Job {
         }
     }
 
+    /// When the `index`th printed line is written.
+    fn written(&self, index: usize) -> Timestamp {
+        let share = (index + 1) as f64 / self.script.lines.len() as f64;
+        after(self.start(), self.script.seconds * share)
+    }
+
     fn logs(&self, now: Timestamp) -> String {
         if !self.started(now) {
             return String::new();
         }
+        let until = self.stopped_at.map_or(now, |stopped| stopped.min(now));
         let time = self.start().strftime("%Y-%m-%d %H:%M:%S,%3f");
         let mut logs = format!(
             "{time}\tINFO job_manager.py:581 -- Runtime env is setting up.\nRunning entrypoint for job {}: {}\n",
             self.submission_id, self.entrypoint
         );
-        for line in &self.script.lines {
+        for (index, line) in self.script.lines.iter().enumerate() {
+            if self.written(index) > until {
+                break;
+            }
             logs.push_str(line);
             logs.push('\n');
         }
@@ -811,10 +968,17 @@ mod tests {
         let statuses: Vec<JobStatus> = [0.5, 1.0, 4.9, 5.0].iter().map(|s| job.status(at(*s))).collect();
         assert_eq!(statuses, [JobStatus::Pending, JobStatus::Running, JobStatus::Running, JobStatus::Failed]);
         assert_eq!(job.logs(at(0.5)), "");
+        let opening = "2025-01-01 00:00:01,000\tINFO job_manager.py:581 -- Runtime env is setting up.\nRunning entrypoint for job j: sleep 4; exit 2\n";
+        assert_eq!(job.logs(at(2.0)), opening);
+        assert_eq!(job.logs(at(4.0)), format!("{opening}simulated step 1 of 3\nsimulated step 2 of 3\n"));
         assert_eq!(
-            job.logs(at(2.0)),
-            "2025-01-01 00:00:01,000\tINFO job_manager.py:581 -- Runtime env is setting up.\nRunning entrypoint for job j: sleep 4; exit 2\nsimulated step 1 of 3\nsimulated step 2 of 3\nsimulated step 3 of 3\n"
+            job.logs(at(5.0)),
+            format!("{opening}simulated step 1 of 3\nsimulated step 2 of 3\nsimulated step 3 of 3\n")
         );
         assert_eq!((job.ended(at(4.0)), job.ended(at(6.0))), (None, Some(at(5.0))));
+        let (three, six) = (at(3.0), at(6.0));
+        let mut stopped = job;
+        stopped.stopped_at = Some(three);
+        assert_eq!(stopped.logs(six), format!("{opening}simulated step 1 of 3\n"));
     }
 }

@@ -1,5 +1,14 @@
 //! The REST API over HTTP: paths to resources, verbs to store operations, query parameters and content types as
 //! the API server reads them, and answers as it writes them.
+//!
+//! A `services/proxy` request with `Upgrade: websocket` and a `Sec-WebSocket-Key` is proxied as a websocket, as
+//! the API server proxies upgrades: what the process refuses is answered as it answered; what it accepts is
+//! `101 Switching Protocols` (with the process's headers), and then its frames, as text, ending with a close 1000.
+//! A client that offers `permessage-deflate` gets the extension accepted and then, when the first frame would go,
+//! a close 1000 without data: a real Ray dashboard fails that way (`../shared/spec/ray-dashboard-api.md` §3.7), and
+//! the websocket layer is the one place that knows what was offered. Only connections that can be upgraded
+//! ([`super::Sim::serve`]) get websockets; the in-process transport answers 400 (in-process, use
+//! [`super::Sim::tail`]).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -7,8 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::SinkExt;
 use futures::StreamExt;
-use http::{Method, Response, StatusCode, header};
+use http::{HeaderMap, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, StreamBody};
 use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
@@ -39,6 +49,8 @@ enum Reply {
     FollowLog(Box<LogCursor>),
     /// A request for a process inside the cluster (`services/proxy`).
     Forward(Arc<dyn Process>, Box<network::Request>),
+    /// A websocket request for a process inside the cluster (`services/proxy` with `Upgrade: websocket`).
+    WebSocket(Arc<dyn Process>, Box<network::Request>),
 }
 
 /// The version the simulated cluster reports (the Kubernetes API it follows).
@@ -50,7 +62,11 @@ const LOG_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// A watch without `timeoutSeconds` ends after this long (the API server picks 30–60 minutes at random).
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 
-pub async fn handle(shared: Arc<Shared>, parts: http::request::Parts, body: Bytes) -> Response<SimBody> {
+/// How long a websocket that sent its close waits for the client's, so the close handshake completes.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+pub async fn handle(shared: Arc<Shared>, mut parts: http::request::Parts, body: Bytes) -> Response<SimBody> {
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let mut warnings = Vec::new();
     let mut response = match route(&shared, &parts, &body, &mut warnings) {
         Ok(Reply::Json(status, value)) => json_response(status, &value),
@@ -63,6 +79,7 @@ pub async fn handle(shared: Arc<Shared>, parts: http::request::Parts, body: Byte
             let (parts, body) = process.call(*request).await.into_parts();
             Response::from_parts(parts, Full::new(body).boxed_unsync())
         }
+        Ok(Reply::WebSocket(process, request)) => open_websocket(process.as_ref(), *request, upgrade).await,
         Ok(Reply::Watch(plan)) => {
             let frames = watch::stream(shared, *plan).map(|chunk| Ok(http_body::Frame::data(chunk)));
             let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
@@ -247,7 +264,105 @@ fn proxy(
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri.parse().map_err(|_| ApiError::bad_request(format!("invalid proxied path {uri}")))?;
     *request.headers_mut() = parts.headers.clone();
+    if is_websocket(&parts.headers) {
+        return Ok(Reply::WebSocket(process, Box::new(request)));
+    }
     Ok(Reply::Forward(process, Box::new(request)))
+}
+
+fn is_websocket(headers: &HeaderMap) -> bool {
+    let upgrade = headers.get(header::UPGRADE).and_then(|u| u.to_str().ok()).unwrap_or_default();
+    upgrade.trim().eq_ignore_ascii_case("websocket") && headers.contains_key(header::SEC_WEBSOCKET_KEY)
+}
+
+fn offers_deflate(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|offer| offer.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("permessage-deflate"))
+}
+
+/// Answers a websocket request for `process`: its refusal, or `101` and a task that speaks the websocket once the
+/// connection is handed over.
+async fn open_websocket(
+    process: &dyn Process,
+    request: network::Request,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<SimBody> {
+    let Some(upgrade) = upgrade else {
+        let error = ApiError::bad_request(
+            "websocket upgrades are served over TCP (Sim::serve); in-process, use Sim::tail".to_string(),
+        );
+        return json_response(StatusCode::BAD_REQUEST, &error.status());
+    };
+    let deflate = offers_deflate(request.headers());
+    let key = request.headers().get(header::SEC_WEBSOCKET_KEY).map(|key| key.as_bytes().to_vec()).unwrap_or_default();
+    let (mut parts, messages) = match process.websocket(request).await {
+        Ok(accepted) => accepted.into_parts(),
+        Err(refused) => {
+            let (parts, body) = refused.into_parts();
+            return Response::from_parts(parts, Full::new(body).boxed_unsync());
+        }
+    };
+    parts.status = StatusCode::SWITCHING_PROTOCOLS;
+    let handshake = [
+        (header::UPGRADE, "websocket".to_string()),
+        (header::CONNECTION, "upgrade".to_string()),
+        (header::SEC_WEBSOCKET_ACCEPT, tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key)),
+    ];
+    let extension = deflate.then(|| (header::SEC_WEBSOCKET_EXTENSIONS, "permessage-deflate".to_string()));
+    for (name, value) in handshake.into_iter().chain(extension) {
+        if let Ok(value) = header::HeaderValue::from_str(&value) {
+            parts.headers.insert(name, value);
+        }
+    }
+    tokio::spawn(async move {
+        // A client that leaves before the handover leaves nothing to speak to.
+        if let Ok(upgraded) = upgrade.await {
+            let io = hyper_util::rt::TokioIo::new(upgraded);
+            let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                io,
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            speak(socket, messages, deflate).await;
+        }
+    });
+    Response::from_parts(parts, Full::new(Bytes::new()).boxed_unsync())
+}
+
+/// Sends `messages` as text frames, then a close 1000; with `deflate`, the close instead of the first frame. Stops
+/// when the client closes or goes away.
+async fn speak<S>(socket: tokio_tungstenite::WebSocketStream<S>, mut messages: network::Messages, deflate: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
+    let (mut sink, mut incoming) = socket.split();
+    loop {
+        tokio::select! {
+            message = messages.next() => match message {
+                Some(text) if !deflate => {
+                    if sink.send(Message::text(text)).await.is_err() {
+                        return;
+                    }
+                }
+                _ => break,
+            },
+            // tungstenite answers pings itself; the tail reads nothing else, as a real dashboard.
+            received = incoming.next() => if !matches!(received, Some(Ok(_))) {
+                return;
+            },
+        }
+    }
+    let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+    if sink.send(Message::Close(Some(close))).await.is_ok() {
+        let _ = tokio::time::timeout(CLOSE_GRACE, async { while let Some(Ok(_)) = incoming.next().await {} }).await;
+    }
 }
 
 fn target(shared: &Shared, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {

@@ -5,7 +5,10 @@
 //! [`Sim::run_controllers`] adds what a cluster runs besides the API server: a kubelet, the Endpoints controller
 //! and the Job controller ([`controllers`]). Every running Ray head Pod has a simulated Ray dashboard
 //! ([`dashboard`]; or, with [`RayDashboard::Real`], a real one), reached through `services/proxy` or, in-process,
-//! through [`Sim::send`] at the address a real cluster gives it (`<svc>.<ns>.svc.cluster.local:8265`).
+//! through [`Sim::send`] at the address a real cluster gives it (`<svc>.<ns>.svc.cluster.local:8265`). A job's
+//! log tail websocket (`/api/jobs/ID/logs/tail`) is served over TCP through `services/proxy`, as a real API server
+//! proxies upgrades, and in-process by [`Sim::tail`], which hands over the frames themselves (no handshake, no
+//! compression to get wrong).
 //!
 //! Two transports serve the same server: [`Sim::service`] is a `tower::Service` that `kube::Client::new` accepts
 //! (one process holds both sides, and tokio's paused time drives both), and [`Sim::serve`] speaks plain HTTP/1.1
@@ -269,6 +272,30 @@ impl Sim {
         Ok(process.call(request).await)
     }
 
+    /// Tails job `job_id`'s log on the Ray dashboard at `authority` (as for [`Sim::send`]), as its websocket
+    /// `GET /api/jobs/ID/logs/tail` would: one item per text frame, at the times a real dashboard sends them
+    /// ([`dashboard`]: the first holds the backlog; none while the job is PENDING), and the end of the stream where
+    /// it closes with 1000 — about 3 s after the job ends, whatever the outcome, or at once when it ended before it
+    /// started. Errors: the proxy's (503 when nothing is there), or the dashboard's refusal with its status and
+    /// text (404 `Job ID does not exist`).
+    pub async fn tail(&self, authority: &str, job_id: &str) -> Result<network::Messages, error::ApiError> {
+        let target = self.shared.read(|store| network::resolve(store, authority))?;
+        let process = self.shared.process(&target).ok_or_else(|| network::connection_refused(&target))?;
+        let request = ::http::Request::get(format!("/api/jobs/{job_id}/logs/tail"))
+            .header(::http::header::UPGRADE, "websocket")
+            .body(Bytes::new())
+            .map_err(|e| error::ApiError::bad_request(format!("invalid job id {job_id:?}: {e}")))?;
+        match process.websocket(request).await {
+            Ok(accepted) => Ok(accepted.into_body()),
+            Err(refused) => Err(error::ApiError {
+                code: refused.status().as_u16(),
+                reason: refused.status().canonical_reason().unwrap_or("Unknown"),
+                message: String::from_utf8_lossy(refused.body()).into_owned(),
+                details: None,
+            }),
+        }
+    }
+
     /// Runs the kubelet, the Endpoints controller and the Job controller ([`controllers`]) until the future is
     /// dropped. They pace themselves on tokio's clock, so paused time drives them.
     pub async fn run_controllers(&self, config: ControllerConfig) {
@@ -294,14 +321,16 @@ impl Sim {
         }
     }
 
-    /// Serves the API over HTTP/1.1 on `listener` until the task is dropped.
+    /// Serves the API over HTTP/1.1 on `listener` until the task is dropped. Connections can be upgraded, for the
+    /// websockets proxied by `services/proxy`.
     pub async fn serve(&self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
         loop {
             let (stream, _) = listener.accept().await?;
             let service = hyper_util::service::TowerToHyperService::new(self.service());
             tokio::spawn(async move {
                 let connection = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .with_upgrades();
                 // A client that goes away mid-request is no failure of the server.
                 let _ = connection.await;
             });

@@ -21,10 +21,21 @@ use super::store::{ListOptions, Store};
 pub type Request = http::Request<Bytes>;
 pub type Response = http::Response<Bytes>;
 pub type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
+/// The text frames a websocket sends, in order; the end of the stream is a normal close (code 1000).
+pub type Messages = Pin<Box<dyn futures::Stream<Item = String> + Send>>;
+/// The answer to a websocket request: the process's accepting answer (its own headers; the server adds the
+/// handshake's) with the frames it will send, or the HTTP answer that refuses the upgrade.
+pub type WebSocketAnswer = Pin<Box<dyn Future<Output = Result<http::Response<Messages>, Response>> + Send>>;
 
 /// Something listening on a Pod's port, answering HTTP.
 pub trait Process: Send + Sync {
     fn call(&self, request: Request) -> Answer;
+
+    /// A request with `Upgrade: websocket`. A process that serves no websocket answers it as plain HTTP.
+    fn websocket(&self, request: Request) -> WebSocketAnswer {
+        let answer = self.call(request);
+        Box::pin(async move { Err(answer.await) })
+    }
 }
 
 /// Finds what listens on a port of a Pod.
