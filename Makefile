@@ -7,9 +7,11 @@ CARGO ?= cargo
 build:
 	$(CARGO) build --release
 
-# Everything CI runs.
+# Everything CI runs. The tests run next to a real Ray head (scripts/ray-head.sh: Ray in a cached venv, installed
+# on first use); it starts after the build so that it does not compete with the compiler.
 test: lint
-	$(CARGO) test --all-targets
+	$(CARGO) test --all-targets --no-run
+	scripts/ray-head.sh $(CARGO) test --all-targets
 
 lint:
 	$(CARGO) fmt --check

@@ -9,5 +9,6 @@ pub mod config;
 pub mod engine;
 pub mod journal;
 pub mod machine;
+pub mod ray;
 pub mod runtime;
 pub mod sim;

@@ -99,6 +99,7 @@ pub mod network;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod ray_transport;
 pub mod resources;
 mod rng;
 pub mod schema;
