@@ -1077,7 +1077,7 @@ impl Pass<'_> {
             Some(DashboardAnswer::NotFound) => {
                 self.new.job_status_check_failure_start_time = None;
                 if self.mode() == SubmissionMode::Http {
-                    let submission = match self.submission() {
+                    let submission = match submission(self.job, &self.job_id()) {
                         Ok(submission) => submission,
                         Err(error) => return self.reconcile_error(error),
                     };
@@ -1132,34 +1132,6 @@ impl Pass<'_> {
         self.new.job_status_check_failure_start_time = None;
         self.note(format!("The Ray job is {}.", info.status));
         Flow::Update(why)
-    }
-
-    /// §3.4: the POST /api/jobs/ body (omitempty except the entrypoint, which HTTPMode sends untrimmed).
-    fn submission(&self) -> Result<Value, String> {
-        let spec = &self.job.spec;
-        let mut body = Map::new();
-        body.insert("entrypoint".to_string(), json!(spec.entrypoint.clone().unwrap_or_default()));
-        body.insert("submission_id".to_string(), json!(self.job_id()));
-        if let Some(metadata) = spec.metadata.as_ref().filter(|metadata| !metadata.is_empty()) {
-            body.insert("metadata".to_string(), json!(metadata));
-        }
-        if let Some(yaml) = spec.runtime_env_yaml.as_deref().filter(|yaml| !yaml.trim().is_empty()) {
-            let env: Value =
-                serde_saphyr::from_str(yaml).map_err(|e| format!("failed to unmarshal RuntimeEnvYAML: {e}"))?;
-            body.insert("runtime_env".to_string(), env);
-        }
-        if let Some(cpus) = spec.entrypoint_num_cpus.filter(|cpus| *cpus != 0.0) {
-            body.insert("entrypoint_num_cpus".to_string(), json!(cpus));
-        }
-        if let Some(gpus) = spec.entrypoint_num_gpus.filter(|gpus| *gpus != 0.0) {
-            body.insert("entrypoint_num_gpus".to_string(), json!(gpus));
-        }
-        if let Some(resources) = spec.entrypoint_resources.as_deref().filter(|text| !text.is_empty()) {
-            let resources: Value =
-                serde_json::from_str(resources).map_err(|e| format!("invalid entrypointResources: {e}"))?;
-            body.insert("entrypoint_resources".to_string(), resources);
-        }
-        Ok(Value::Object(body))
     }
 
     /// Suspending and Retrying: the cluster (unless selected) and the submitter go, and only once both are gone does
@@ -1229,31 +1201,9 @@ impl Pass<'_> {
         Flow::Update(Reason::Resumed)
     }
 
-    /// §3.5 with DEVIATIONS 12: what goes once `endTime + ttlSecondsAfterFinished` has passed.
-    fn shutdown(&self) -> Option<Shutdown> {
-        if self.selector_mode() {
-            return None;
-        }
-        let gate = self.config.feature_gates.enabled(Feature::RayJobDeletionPolicy);
-        match self.job.spec.deletion().filter(|_| gate) {
-            Some(DeletionPolicy::DeleteCluster) => Some(Shutdown::DeleteCluster),
-            Some(DeletionPolicy::DeleteWorkers) => Some(Shutdown::SuspendWorkers),
-            Some(DeletionPolicy::DeleteSelf) => Some(Shutdown::DeleteSelf),
-            Some(DeletionPolicy::DeleteNone) => None,
-            None if self.job.spec.shutdown_after_job_finishes == Some(true) => {
-                if self.config.delete_rayjob_cr_after_job_finishes {
-                    Some(Shutdown::DeleteSelf)
-                } else {
-                    Some(Shutdown::DeleteCluster)
-                }
-            }
-            None => None,
-        }
-    }
-
     fn finished(&mut self) -> Flow {
         let state = self.state_of_old();
-        let Some(shutdown) = self.shutdown() else {
+        let Some(shutdown) = shutdown(self.job, self.config) else {
             self.note("The job is finished; nothing is to be deleted.");
             return Flow::Return(state, Reason::Finished);
         };
@@ -1387,6 +1337,56 @@ impl Pass<'_> {
     }
 }
 
+/// §3.5 with DEVIATIONS 12: what goes once `endTime + ttlSecondsAfterFinished` has passed.
+fn shutdown(job: &RayJob, config: &OperatorConfig) -> Option<Shutdown> {
+    if job.spec.cluster_selector.as_ref().is_some_and(|selector| !selector.is_empty()) {
+        return None;
+    }
+    let gate = config.feature_gates.enabled(Feature::RayJobDeletionPolicy);
+    match job.spec.deletion().filter(|_| gate) {
+        Some(DeletionPolicy::DeleteCluster) => Some(Shutdown::DeleteCluster),
+        Some(DeletionPolicy::DeleteWorkers) => Some(Shutdown::SuspendWorkers),
+        Some(DeletionPolicy::DeleteSelf) => Some(Shutdown::DeleteSelf),
+        Some(DeletionPolicy::DeleteNone) => None,
+        None if job.spec.shutdown_after_job_finishes == Some(true) => {
+            if config.delete_rayjob_cr_after_job_finishes {
+                Some(Shutdown::DeleteSelf)
+            } else {
+                Some(Shutdown::DeleteCluster)
+            }
+        }
+        None => None,
+    }
+}
+
+/// §3.4: the POST /api/jobs/ body (omitempty except the entrypoint, which HTTPMode sends untrimmed).
+fn submission(job: &RayJob, job_id: &str) -> Result<Value, String> {
+    let spec = &job.spec;
+    let mut body = Map::new();
+    body.insert("entrypoint".to_string(), json!(spec.entrypoint.clone().unwrap_or_default()));
+    body.insert("submission_id".to_string(), json!(job_id));
+    if let Some(metadata) = spec.metadata.as_ref().filter(|metadata| !metadata.is_empty()) {
+        body.insert("metadata".to_string(), json!(metadata));
+    }
+    if let Some(yaml) = spec.runtime_env_yaml.as_deref().filter(|yaml| !yaml.trim().is_empty()) {
+        let env: Value =
+            serde_saphyr::from_str(yaml).map_err(|e| format!("failed to unmarshal RuntimeEnvYAML: {e}"))?;
+        body.insert("runtime_env".to_string(), env);
+    }
+    if let Some(cpus) = spec.entrypoint_num_cpus.filter(|cpus| *cpus != 0.0) {
+        body.insert("entrypoint_num_cpus".to_string(), json!(cpus));
+    }
+    if let Some(gpus) = spec.entrypoint_num_gpus.filter(|gpus| *gpus != 0.0) {
+        body.insert("entrypoint_num_gpus".to_string(), json!(gpus));
+    }
+    if let Some(resources) = spec.entrypoint_resources.as_deref().filter(|text| !text.is_empty()) {
+        let resources: Value =
+            serde_json::from_str(resources).map_err(|e| format!("invalid entrypointResources: {e}"))?;
+        body.insert("entrypoint_resources".to_string(), resources);
+    }
+    Ok(Value::Object(body))
+}
+
 /// DEVIATIONS 11: the cluster is usable once `RayClusterProvisioned` and `HeadPodReady` are True; the deprecated
 /// `state: ready` still counts (the conditions gate may be off).
 fn usable(cluster: &RayCluster) -> bool {
@@ -1412,10 +1412,104 @@ fn whole_seconds(time: &Time) -> Time {
 
 #[cfg(test)]
 mod tests {
+    use rstest::rstest;
+
     use super::*;
+    use crate::config::FeatureGates;
 
     #[test]
     fn the_transition_table_is_the_definition_file() {
         assert_eq!(RayJobMachine::transitions(), fsm::definition("rayjob").unwrap().transitions);
+    }
+
+    /// A RayJob as the API server holds it (the CRD's defaults filled in), with these spec fields.
+    fn job(spec: Value) -> RayJob {
+        serde_json::from_value(
+            json!({"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": "j"}, "spec": spec}),
+        )
+        .unwrap()
+    }
+
+    #[rstest]
+    #[case::entrypoint_untrimmed(json!({"entrypoint": " python a.py "}), json!({"entrypoint": " python a.py ", "submission_id": "j-1"}))]
+    #[case::runtime_env_as_a_map(
+        json!({"entrypoint": "e", "runtimeEnvYAML": "pip: [requests]\nenv_vars: {A: b}"}),
+        json!({"entrypoint": "e", "submission_id": "j-1", "runtime_env": {"pip": ["requests"], "env_vars": {"A": "b"}}})
+    )]
+    #[case::metadata(json!({"entrypoint": "e", "metadata": {"k": "v"}}), json!({"entrypoint": "e", "submission_id": "j-1", "metadata": {"k": "v"}}))]
+    #[case::resources_as_numbers_and_a_map(
+        json!({"entrypoint": "e", "entrypointNumCpus": 1.5, "entrypointNumGpus": 0.0, "entrypointResources": "{\"TPU\": 4}"}),
+        json!({"entrypoint": "e", "submission_id": "j-1", "entrypoint_num_cpus": 1.5, "entrypoint_resources": {"TPU": 4}})
+    )]
+    fn the_submission_is_kuberays_post_body(#[case] spec: Value, #[case] body: Value) {
+        assert_eq!(submission(&job(spec), "j-1"), Ok(body));
+    }
+
+    #[rstest]
+    #[case::no_policy_no_shutdown(json!({}), "", &[], None)]
+    #[case::shutdown_deletes_the_cluster(json!({"shutdownAfterJobFinishes": true}), "", &[], Some(Shutdown::DeleteCluster))]
+    #[case::shutdown_deletes_the_job_when_told(
+        json!({"shutdownAfterJobFinishes": true}), "", &[("DELETE_RAYJOB_CR_AFTER_JOB_FINISHES", "true")], Some(Shutdown::DeleteSelf)
+    )]
+    #[case::policy_over_shutdown(json!({"shutdownAfterJobFinishes": true, "deletionPolicy": "DeleteWorkers"}), "", &[], Some(Shutdown::SuspendWorkers))]
+    #[case::delete_none(json!({"deletionPolicy": "DeleteNone"}), "", &[], None)]
+    #[case::delete_self(json!({"deletionPolicy": "DeleteSelf"}), "", &[], Some(Shutdown::DeleteSelf))]
+    #[case::gate_off_ignores_the_policy(
+        json!({"shutdownAfterJobFinishes": true, "deletionPolicy": "DeleteSelf"}), "RayJobDeletionPolicy=false", &[], Some(Shutdown::DeleteCluster)
+    )]
+    #[case::selected_clusters_stay(json!({"shutdownAfterJobFinishes": true, "clusterSelector": {"ray.io/cluster": "c"}}), "", &[], None)]
+    fn what_goes_after_the_job_finishes(
+        #[case] spec: Value,
+        #[case] gates: &str,
+        #[case] env: &[(&str, &str)],
+        #[case] expected: Option<Shutdown>,
+    ) {
+        let config = OperatorConfig {
+            feature_gates: FeatureGates::parse(gates).unwrap(),
+            ..OperatorConfig::from_lookup(|name| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
+        };
+        assert_eq!(shutdown(&job(spec), &config), expected);
+    }
+
+    #[rstest]
+    #[case::both_conditions(json!({"conditions": [
+        {"type": "RayClusterProvisioned", "status": "True", "reason": "r", "message": "", "lastTransitionTime": "2025-01-01T00:00:00Z"},
+        {"type": "HeadPodReady", "status": "True", "reason": "r", "message": "", "lastTransitionTime": "2025-01-01T00:00:00Z"}]}), true)]
+    #[case::head_not_ready(json!({"conditions": [
+        {"type": "RayClusterProvisioned", "status": "True", "reason": "r", "message": "", "lastTransitionTime": "2025-01-01T00:00:00Z"},
+        {"type": "HeadPodReady", "status": "False", "reason": "r", "message": "", "lastTransitionTime": "2025-01-01T00:00:00Z"}]}), false)]
+    #[case::deprecated_state(json!({"state": "ready"}), true)]
+    #[case::nothing_yet(json!({}), false)]
+    fn a_cluster_is_usable_on_its_conditions(#[case] status: Value, #[case] expected: bool) {
+        let cluster: RayCluster = serde_json::from_value(json!({
+            "apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "c"},
+            "spec": {"headGroupSpec": {"rayStartParams": {}, "template": {}}}, "status": status
+        }))
+        .unwrap();
+        assert_eq!(usable(&cluster), expected);
+    }
+
+    #[test]
+    fn times_print_as_go_prints_them() {
+        let time = Time("2025-03-04T05:06:07Z".parse().unwrap());
+        assert_eq!(go_time(Some(&time)), "2025-03-04 05:06:07 +0000 UTC");
+        assert_eq!(go_time(None), "<nil>");
+    }
+
+    #[test]
+    fn an_observation_without_the_job_is_a_gone_job() {
+        let input = Input {
+            object: crate::machine::ObjectRef {
+                kind: MachineKind::RayJob,
+                namespace: "ns".into(),
+                name: "j".into(),
+                uid: "u".into(),
+            },
+            trigger: Trigger::Resync,
+            now: Time(jiff::Timestamp::UNIX_EPOCH),
+            observation: Observation::RayJob(JobObservation::default()),
+        };
+        let decision = RayJobMachine { config: OperatorConfig::default() }.step(&Memory::default(), &input);
+        assert_eq!((decision.next.as_str(), decision.reason.as_str()), ("Deleted", "JobGone"));
     }
 }
