@@ -356,7 +356,7 @@ mod tests {
     fn fsm_list_names_each_machine_with_its_size() {
         let (code, out, _) = kuberay(&["fsm", "list"]);
         assert_eq!(code, EXIT_OK);
-        assert_eq!(out.lines().count(), 1);
+        assert_eq!(out.lines().count(), 2);
         assert!(out.starts_with("raycluster: 9 states, 23 transitions. The RayCluster lifecycle"), "{out}");
     }
 
@@ -374,8 +374,8 @@ mod tests {
 
     #[test]
     fn fsm_show_names_the_known_machines_for_an_unknown_one() {
-        let (code, out, err) = kuberay(&["fsm", "show", "rayjob"]);
+        let (code, out, err) = kuberay(&["fsm", "show", "rayservice"]);
         assert_eq!((code, out.as_str()), (EXIT_UNREADABLE, ""));
-        assert_eq!(err, "error: unknown machine \"rayjob\" (known: raycluster)\n");
+        assert_eq!(err, "error: unknown machine \"rayservice\" (known: raycluster, rayjob)\n");
     }
 }

@@ -279,6 +279,9 @@ fn last_conditions(steps: &[&Step]) -> Option<String> {
             crate::machine::Observation::RayCluster(observation) => {
                 observation.cluster.as_ref().and_then(|c| serde_json::to_value(&c.status).ok())
             }
+            crate::machine::Observation::RayJob(observation) => {
+                observation.job.as_ref().and_then(|j| serde_json::to_value(&j.status).ok())
+            }
         })
     };
     let status = written.or_else(observed)?;

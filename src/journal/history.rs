@@ -279,7 +279,7 @@ mod tests {
         }
 
         fn step(&self, _: &Memory, input: &Input) -> Decision {
-            let crate::machine::Observation::RayCluster(observation) = &input.observation;
+            let crate::machine::Observation::RayCluster(observation) = &input.observation else { unreachable!() };
             let params = observation.cluster.as_ref().map(|c| c.spec.head_group_spec.ray_start_params.clone());
             let secret = params.and_then(|p| p.get("redis-password").cloned()).unwrap_or_default();
             let env = serde_json::json!({"kind": "Pod", "env": [{"name": "REDIS_PASSWORD", "value": secret}]});

@@ -570,6 +570,7 @@ impl<S: Store> Journal<S> {
 fn observes_gone(observation: &Observation) -> bool {
     match observation {
         Observation::RayCluster(cluster) => cluster.cluster.is_none(),
+        Observation::RayJob(job) => job.job.is_none(),
     }
 }
 
@@ -786,7 +787,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = open(dir.path());
         let (mut input, mut decision) = synthetic::transitions(1, 1).next().unwrap();
-        let Observation::RayCluster(observation) = &mut input.observation;
+        let Observation::RayCluster(observation) = &mut input.observation else { unreachable!() };
         let cluster = observation.cluster.as_mut().unwrap();
         let spec = &mut cluster.spec;
         let credential =

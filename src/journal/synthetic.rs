@@ -228,7 +228,7 @@ mod tests {
         assert_eq!(steps[10].1.next, "Ready");
         assert_eq!(steps[10].1.commands, vec![Command::RequeueAfter { millis: 300_000 }]);
         assert_eq!(creates(&steps[40].1), 1, "a replaced worker");
-        let Observation::RayCluster(observation) = &steps[10].0.observation;
+        let Observation::RayCluster(observation) = &steps[10].0.observation else { unreachable!() };
         assert_eq!(observation.pods.len(), 3);
         assert!(observation.pods.iter().all(PodView::is_ready));
     }

@@ -25,13 +25,15 @@ use serde_json::{Value, json};
 use sha1::{Digest, Sha1};
 
 use super::fsm::{self, Definition};
-use super::observe::{ClusterObservation, JobView, OwnedObject, PodView, ServiceView};
+use super::observe::{
+    ClusterObservation, DashboardAnswer, DashboardJob, JobObservation, JobView, OwnedObject, PodView, ServiceView,
+};
 use super::{
     Command, Decision, Input, Machine, MachineKind, Memory, ObjectRef, Observation, Outcome, Trigger, WatchEvent,
 };
-use crate::api::RayCluster;
-use crate::api::constants::RAY_CLUSTER_LABEL;
+use crate::api::constants::{NODE_TYPE_HEAD, RAY_CLUSTER_LABEL, RAY_NODE_TYPE_LABEL};
 use crate::api::document::decode_as;
+use crate::api::{RayCluster, RayJob};
 use crate::config::{FeatureGates, OperatorConfig};
 
 /// Kinds whose existence alone the RayCluster machine reads.
@@ -97,7 +99,43 @@ pub struct Step {
     /// Make one of the Decision's commands fail when it is executed.
     #[serde(default)]
     pub fail: Option<FailSpec>,
+    /// What the Ray dashboard answers about the RayJob's `status.jobId` from this step on.
+    #[serde(default)]
+    pub dashboard: Option<DashboardSpec>,
     pub expect: Expect,
+}
+
+/// A dashboard answer as fixtures write it: `notFound`, `{unreachable: MESSAGE}` or `{status: S, message: M}`.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(untagged)]
+pub enum DashboardSpec {
+    Word(String),
+    Unreachable {
+        unreachable: String,
+    },
+    Job {
+        status: String,
+        #[serde(default)]
+        message: String,
+    },
+}
+
+impl DashboardSpec {
+    fn answer(&self) -> Result<DashboardAnswer, String> {
+        match self {
+            DashboardSpec::Word(word) if word == "notFound" => Ok(DashboardAnswer::NotFound),
+            DashboardSpec::Word(word) => Err(format!("unknown dashboard answer {word}")),
+            DashboardSpec::Unreachable { unreachable } => {
+                Ok(DashboardAnswer::Unreachable { message: unreachable.clone() })
+            }
+            DashboardSpec::Job { status, message } => Ok(DashboardAnswer::Job(DashboardJob {
+                status: status.clone(),
+                message: message.clone(),
+                start_time: None,
+                end_time: None,
+            })),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -298,8 +336,13 @@ fn drive(
     let mut before_commands: Option<Store> = None;
     let mut lagging: Option<Store> = None;
     let mut failed: Option<(String, Outcome)> = None;
+    let mut dashboard: Option<DashboardAnswer> = None;
     for (index, step) in fixture.steps.iter().enumerate() {
         let number = index + 1;
+        if let Some(spec) = &step.dashboard {
+            dashboard =
+                Some(spec.answer().map_err(|e| mismatch(number, "dashboard", "notFound, unreachable or a status", e))?);
+        }
         if let Some(after) = &step.after {
             let duration =
                 parse_duration(after).ok_or_else(|| mismatch(number, "after", "a duration like 2s", after))?;
@@ -335,7 +378,9 @@ fn drive(
             }
         };
         let seen = lagging.as_ref().unwrap_or(&store);
-        let observation = seen.observe(&object).map_err(|e| mismatch(number, "observation", "decodable objects", e))?;
+        let observation = seen
+            .observe(&object, dashboard.as_ref())
+            .map_err(|e| mismatch(number, "observation", "decodable objects", e))?;
         let input = Input { object: object.clone(), trigger, now: Time(now), observation };
         let decision = step_machine(&memory, &input).map_err(|e| mismatch(number, "step", "a journaled step", e))?;
         let from = if memory.state.is_empty() { definition.initial.clone() } else { memory.state.clone() };
@@ -400,6 +445,9 @@ fn check(
                 .as_ref()
                 .and_then(|cluster| serde_json::to_value(&cluster.status).ok())
                 .unwrap_or(Value::Null),
+            Observation::RayJob(observation) => {
+                observation.job.as_ref().and_then(|job| serde_json::to_value(&job.status).ok()).unwrap_or(Value::Null)
+            }
         };
         let actual = conditions_by_type(written.unwrap_or_else(observed));
         subset(expected, &actual, "status")
@@ -471,6 +519,8 @@ fn derived_uid(fixture: &str, kind: &str, name: &str) -> String {
 struct Store {
     fixture: String,
     namespace: String,
+    /// The kind and name of the machine's own object, which finalizer and status commands address.
+    own: (String, String),
     objects: BTreeMap<(String, String), Value>,
     /// How many objects were created with `generateName`, to name the next one.
     generated: usize,
@@ -484,7 +534,21 @@ impl Store {
             .find_map(|object| object["metadata"]["namespace"].as_str())
             .unwrap_or(DEFAULT_NAMESPACE)
             .to_string();
-        let mut store = Store { fixture: fixture.name.clone(), namespace, objects: BTreeMap::new(), generated: 0 };
+        let kind = fixture.machine_kind().map_err(|e| e.0)?.resource_kind().to_string();
+        let name = fixture
+            .objects
+            .iter()
+            .find(|object| object["kind"].as_str() == Some(kind.as_str()))
+            .and_then(|object| object["metadata"]["name"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        let mut store = Store {
+            fixture: fixture.name.clone(),
+            namespace,
+            own: (kind, name),
+            objects: BTreeMap::new(),
+            generated: 0,
+        };
         for object in &fixture.objects {
             store.insert(object.clone(), None)?;
         }
@@ -679,9 +743,7 @@ impl Store {
             }
             Command::AddFinalizer { finalizer } | Command::RemoveFinalizer { finalizer } => {
                 let adding = matches!(command, Command::AddFinalizer { .. });
-                let Some(key) = self.objects.keys().find(|(kind, _)| kind == "RayCluster").cloned() else {
-                    return Err(Outcome::NotFound);
-                };
+                let key = self.own.clone();
                 let Some(cluster) = self.objects.get_mut(&key) else { return Err(Outcome::NotFound) };
                 let mut finalizers: Vec<Value> =
                     cluster["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
@@ -695,14 +757,15 @@ impl Store {
                     self.objects.remove(&key);
                 }
             }
-            Command::WriteStatus { status } => {
-                let key = self.objects.keys().find(|(kind, _)| kind == "RayCluster").cloned();
-                match key.and_then(|key| self.objects.get_mut(&key)) {
-                    Some(cluster) => cluster["status"] = status.clone(),
-                    None => return Err(Outcome::NotFound),
-                }
-            }
-            Command::RecordEvent { .. } | Command::RequeueAfter { .. } => {}
+            Command::WriteStatus { status } => match self.objects.get_mut(&self.own) {
+                Some(own) => own["status"] = status.clone(),
+                None => return Err(Outcome::NotFound),
+            },
+            // The dashboard is not part of the store: a fixture states its answers.
+            Command::RecordEvent { .. }
+            | Command::RequeueAfter { .. }
+            | Command::SubmitJob { .. }
+            | Command::StopJob { .. } => {}
         }
         Ok(())
     }
@@ -724,8 +787,11 @@ impl Store {
         })
     }
 
-    /// What the runtime's caches would show the machine of `object`.
-    fn observe(&self, object: &ObjectRef) -> Result<Observation, String> {
+    /// What the runtime would show the machine of `object`: its caches, and for a RayJob the dashboard's answer.
+    fn observe(&self, object: &ObjectRef, dashboard: Option<&DashboardAnswer>) -> Result<Observation, String> {
+        if object.kind == MachineKind::RayJob {
+            return self.observe_job(object, dashboard);
+        }
         let decode_error = |kind: &str, name: &str, e: String| format!("{kind} {name}: {e}");
         let cluster = match self.get("RayCluster", &object.name) {
             Some(value) => Some(
@@ -764,6 +830,54 @@ impl Store {
             }
         }
         Ok(Observation::RayCluster(observation))
+    }
+}
+
+impl Store {
+    fn observe_job(&self, object: &ObjectRef, dashboard: Option<&DashboardAnswer>) -> Result<Observation, String> {
+        let decode_error = |kind: &str, name: &str, e: String| format!("{kind} {name}: {e}");
+        let job = match self.get("RayJob", &object.name) {
+            Some(value) => {
+                Some(decode_as::<RayJob>(value).map_err(|e| decode_error("RayJob", &object.name, e.to_string()))?)
+            }
+            None => None,
+        };
+        let cluster_name = job
+            .as_ref()
+            .and_then(|job| job.status.as_ref())
+            .and_then(|s| s.ray_cluster_name.clone())
+            .unwrap_or_default();
+        let cluster = match self.get("RayCluster", &cluster_name) {
+            Some(value) => Some(
+                decode_as::<RayCluster>(value).map_err(|e| decode_error("RayCluster", &cluster_name, e.to_string()))?,
+            ),
+            None => None,
+        };
+        let head_service = self
+            .objects
+            .iter()
+            .find(|((kind, _), value)| {
+                let labels = &value["metadata"]["labels"];
+                kind == "Service"
+                    && !cluster_name.is_empty()
+                    && labels[RAY_CLUSTER_LABEL].as_str() == Some(cluster_name.as_str())
+                    && labels[RAY_NODE_TYPE_LABEL].as_str() == Some(NODE_TYPE_HEAD)
+            })
+            .map(|((kind, name), value)| {
+                serde_json::from_value::<Service>(value.clone())
+                    .map(|service| ServiceView::of(&service))
+                    .map_err(|e| decode_error(kind, name, e.to_string()))
+            })
+            .transpose()?;
+        let submitter = self
+            .get("Job", &object.name)
+            .map(|value| {
+                serde_json::from_value::<Job>(value.clone())
+                    .map(|job| JobView::of(&job))
+                    .map_err(|e| decode_error("Job", &object.name, e.to_string()))
+            })
+            .transpose()?;
+        Ok(Observation::RayJob(JobObservation { job, cluster, head_service, submitter, dashboard: dashboard.cloned() }))
     }
 }
 
@@ -808,19 +922,20 @@ mod tests {
     use rstest::rstest;
 
     use super::*;
+    use crate::machine::machine_for;
     use crate::machine::raycluster::RayClusterMachine;
 
-    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/raycluster");
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
 
     fn run_file(path: &Path) -> Report {
         let fixture = Fixture::load(path).unwrap();
         assert_eq!(Some(fixture.name.as_str()), path.file_stem().and_then(|s| s.to_str()), "name is the file's stem");
-        let machine = RayClusterMachine { config: fixture.config.operator_config().unwrap() };
-        run(&machine, &fixture)
+        let machine = machine_for(fixture.machine_kind().unwrap(), &fixture.config.operator_config().unwrap()).unwrap();
+        run(machine.as_ref(), &fixture)
     }
 
     #[rstest]
-    fn fixture(#[files("fixtures/raycluster/*.yaml")] path: PathBuf) {
+    fn fixture(#[files("fixtures/*/*.yaml")] path: PathBuf) {
         let report = run_file(&path);
         if let Some(mismatch) = report.mismatch {
             panic!("{}: {mismatch}", path.display());
@@ -994,11 +1109,13 @@ mod tests {
         assert!(store.get("RayCluster", "c").is_none());
     }
 
-    #[test]
-    fn every_transition_is_exercised_by_a_fixture() {
-        let definition = fsm::definition("raycluster").unwrap();
+    #[rstest]
+    #[case::raycluster("raycluster")]
+    #[case::rayjob("rayjob")]
+    fn every_transition_is_exercised_by_a_fixture(#[case] machine: &str) {
+        let definition = fsm::definition(machine).unwrap();
         let mut exercised = BTreeSet::new();
-        for entry in std::fs::read_dir(FIXTURES).unwrap() {
+        for entry in std::fs::read_dir(format!("{FIXTURES}/{machine}")).unwrap() {
             let report = run_file(&entry.unwrap().path());
             exercised.extend(report.steps.iter().filter_map(|step| step.transition));
         }

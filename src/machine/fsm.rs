@@ -17,7 +17,10 @@ use super::MachineKind;
 pub const SAME: &str = "same";
 
 /// Every definition the binary carries, by machine name.
-const SOURCES: [(&str, &str); 1] = [("raycluster", include_str!("../../state-machines/raycluster.yaml"))];
+const SOURCES: [(&str, &str); 2] = [
+    ("raycluster", include_str!("../../state-machines/raycluster.yaml")),
+    ("rayjob", include_str!("../../state-machines/rayjob.yaml")),
+];
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -312,8 +315,8 @@ mod tests {
     #[test]
     fn unknown_machines_are_named() {
         assert_eq!(
-            definition("rayjob"),
-            Err(FsmError::Unknown { name: "rayjob".to_string(), known: "raycluster".to_string() })
+            definition("rayservice"),
+            Err(FsmError::Unknown { name: "rayservice".to_string(), known: "raycluster, rayjob".to_string() })
         );
     }
 

@@ -13,6 +13,7 @@ pub mod fixture;
 pub mod fsm;
 pub mod observe;
 pub mod raycluster;
+pub mod rayjob;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,7 +22,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use observe::{ClusterObservation, JobView, OwnedObject, PodView, ServiceView};
+pub use observe::{
+    ClusterObservation, DashboardAnswer, DashboardJob, JobObservation, JobView, OwnedObject, PodView, ServiceView,
+};
 
 /// Which machine an object belongs to.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -126,9 +129,12 @@ pub struct Input {
 }
 
 /// The projection of the object and what it owns, per machine.
+// One Observation is built per step and moved whole into its Input; boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum Observation {
     RayCluster(ClusterObservation),
+    RayJob(JobObservation),
 }
 
 /// The engine's memory for one object: what a machine expects to see but has not yet (creates and deletes in
@@ -220,6 +226,17 @@ pub enum Command {
     RequeueAfter {
         millis: u64,
     },
+    /// `POST /api/jobs/` on the dashboard at `address` (host:port) with this body (§3.4). AlreadyExists (the
+    /// submission id is known) is success.
+    SubmitJob {
+        address: String,
+        submission: Value,
+    },
+    /// `POST /api/jobs/<job_id>/stop` on the dashboard at `address`.
+    StopJob {
+        address: String,
+        job_id: String,
+    },
 }
 
 /// An object addressed by kind, namespace and name.
@@ -258,6 +275,10 @@ impl Command {
             Command::WriteStatus { .. } => "write-status".to_string(),
             Command::RecordEvent { kind, reason, .. } => format!("event {kind:?} {reason}"),
             Command::RequeueAfter { millis } => format!("requeue {}s", millis / 1000),
+            Command::SubmitJob { submission, .. } => {
+                format!("submit-job {}", submission["submission_id"].as_str().unwrap_or_default())
+            }
+            Command::StopJob { job_id, .. } => format!("stop-job {job_id}"),
         }
     }
 }
@@ -273,7 +294,8 @@ pub trait Machine: Send + Sync {
 pub fn machine_for(kind: MachineKind, config: &crate::config::OperatorConfig) -> Option<Box<dyn Machine>> {
     match kind {
         MachineKind::RayCluster => Some(Box::new(raycluster::RayClusterMachine { config: config.clone() })),
-        MachineKind::RayJob | MachineKind::RayService => None,
+        MachineKind::RayJob => Some(Box::new(rayjob::RayJobMachine { config: config.clone() })),
+        MachineKind::RayService => None,
     }
 }
 
@@ -334,6 +356,7 @@ impl Input {
         let mut parts = vec![part("object", &self.object)?, part("trigger", &self.trigger)?, part("now", &self.now)?];
         match &self.observation {
             Observation::RayCluster(observation) => parts.extend(observation.parts()?),
+            Observation::RayJob(observation) => parts.extend(observation.parts()?),
         }
         Ok(parts)
     }
@@ -343,6 +366,7 @@ impl Input {
         let object: ObjectRef = take(&by_name, "object")?;
         let observation = match object.kind {
             MachineKind::RayCluster => Observation::RayCluster(ClusterObservation::from_parts(&by_name)?),
+            MachineKind::RayJob => Observation::RayJob(JobObservation::from_parts(&by_name)?),
             other => return Err(PartsError::NoMachine(other)),
         };
         Ok(Input { object, trigger: take(&by_name, "trigger")?, now: take(&by_name, "now")?, observation })

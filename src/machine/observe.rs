@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use serde::{Deserialize, Serialize};
 
 use super::{Part, PartsError, list_parts, part, take, take_list};
-use crate::api::RayCluster;
+use crate::api::{RayCluster, RayJob};
 
 /// What the RayCluster machine sees: the cluster and the objects it owns.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -151,6 +151,14 @@ pub struct JobView {
     pub complete: bool,
     /// A `Failed` condition with status True.
     pub failed: bool,
+    /// That `Failed` condition's reason and message (the RayJob's `SubmissionFailed` message quotes them).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub failed_reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub failed_message: String,
+    /// Whether the Job is being deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub terminating: bool,
 }
 
 impl JobView {
@@ -161,11 +169,19 @@ impl JobView {
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == type_ && c.status == "True"))
         };
+        let failure = job
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|conditions| conditions.iter().find(|c| c.type_ == "Failed" && c.status == "True"));
         JobView {
             name: job.metadata.name.clone().unwrap_or_default(),
             labels: job.metadata.labels.clone().unwrap_or_default(),
             complete: condition("Complete"),
             failed: condition("Failed"),
+            failed_reason: failure.and_then(|c| c.reason.clone()).unwrap_or_default(),
+            failed_message: failure.and_then(|c| c.message.clone()).unwrap_or_default(),
+            terminating: job.metadata.deletion_timestamp.is_some(),
         }
     }
 }
@@ -209,6 +225,93 @@ impl ClusterObservation {
             services: take_list(parts, "services")?,
             jobs: take_list(parts, "jobs")?,
             owned: take_list(parts, "owned")?,
+        })
+    }
+}
+
+/// What the RayJob machine sees: the job, the cluster it runs on, that cluster's head Service, its submitter Job and
+/// the dashboard's answer about its Ray job.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct JobObservation {
+    /// The RayJob as the API server holds it, or None once it is gone.
+    pub job: Option<RayJob>,
+    /// The RayCluster named by `status.rayClusterName`, as the API server holds it.
+    pub cluster: Option<RayCluster>,
+    /// That cluster's head Service (labels `ray.io/cluster=<c>`, `ray.io/node-type=head`).
+    pub head_service: Option<ServiceView>,
+    /// The batch Job named after the RayJob (the K8sJobMode submitter).
+    pub submitter: Option<JobView>,
+    /// The dashboard's answer for `status.jobId`. The runtime asks whenever the job has a dashboard URL and a job id
+    /// and is Running (or Waiting with a job id), and journals the answer with the Input like a watch event.
+    pub dashboard: Option<DashboardAnswer>,
+}
+
+/// What `GET /api/jobs/<id>` said.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum DashboardAnswer {
+    Job(DashboardJob),
+    /// 404: the dashboard does not know the submission id.
+    NotFound,
+    /// No answer (a timeout, a refused connection, a 5xx).
+    Unreachable {
+        message: String,
+    },
+}
+
+/// The dashboard's `RayJobInfo`, as much of it as the machine reads.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct DashboardJob {
+    /// `PENDING`, `RUNNING`, `STOPPED`, `SUCCEEDED` or `FAILED`.
+    pub status: String,
+    pub message: String,
+    /// Milliseconds since the epoch, as the dashboard gives them.
+    pub start_time: Option<u64>,
+    pub end_time: Option<u64>,
+}
+
+impl JobObservation {
+    /// The job and the cluster in three parts each (metadata, spec, status), then the rest.
+    pub(super) fn parts(&self) -> Result<Vec<Part>, PartsError> {
+        let mut parts = Vec::new();
+        if let Some(job) = &self.job {
+            parts.push(part("job/metadata", &job.metadata)?);
+            parts.push(part("job/spec", &job.spec)?);
+            parts.push(part("job/status", &job.status)?);
+        }
+        if let Some(cluster) = &self.cluster {
+            parts.push(part("cluster/metadata", &cluster.metadata)?);
+            parts.push(part("cluster/spec", &cluster.spec)?);
+            parts.push(part("cluster/status", &cluster.status)?);
+        }
+        parts.push(part("head-service", &self.head_service)?);
+        parts.push(part("submitter", &self.submitter)?);
+        parts.push(part("dashboard", &self.dashboard)?);
+        Ok(parts)
+    }
+
+    pub(super) fn from_parts(parts: &BTreeMap<String, &[u8]>) -> Result<JobObservation, PartsError> {
+        let job = if parts.contains_key("job/spec") {
+            let mut job = RayJob::new("", take(parts, "job/spec")?);
+            job.metadata = take(parts, "job/metadata")?;
+            job.status = take(parts, "job/status")?;
+            Some(job)
+        } else {
+            None
+        };
+        let cluster = if parts.contains_key("cluster/spec") {
+            let mut cluster = RayCluster::new("", take(parts, "cluster/spec")?);
+            cluster.metadata = take(parts, "cluster/metadata")?;
+            cluster.status = take(parts, "cluster/status")?;
+            Some(cluster)
+        } else {
+            None
+        };
+        Ok(JobObservation {
+            job,
+            cluster,
+            head_service: take(parts, "head-service")?,
+            submitter: take(parts, "submitter")?,
+            dashboard: take(parts, "dashboard")?,
         })
     }
 }
@@ -291,5 +394,31 @@ mod tests {
             memory: Memory::default(),
         };
         assert_eq!(Decision::from_parts(&decision.parts().unwrap()).unwrap(), decision);
+    }
+
+    #[test]
+    fn job_inputs_survive_their_parts() {
+        // As read from the API server: the CRD's defaults filled in.
+        let job: RayJob = serde_json::from_value(serde_json::json!(
+            {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": "j"}, "spec": {}, "status": {}}
+        ))
+        .unwrap();
+        let input = Input {
+            object: ObjectRef { kind: MachineKind::RayJob, namespace: "ns".into(), name: "j".into(), uid: "u".into() },
+            trigger: Trigger::Resync,
+            now: Time(jiff::Timestamp::UNIX_EPOCH),
+            observation: Observation::RayJob(JobObservation {
+                job: Some(job),
+                cluster: Some(RayCluster::new("c", Default::default())),
+                head_service: Some(ServiceView { name: "c-head-svc".into(), ..Default::default() }),
+                submitter: Some(JobView { name: "j".into(), complete: true, ..Default::default() }),
+                dashboard: Some(DashboardAnswer::Job(DashboardJob {
+                    status: "RUNNING".into(),
+                    start_time: Some(1),
+                    ..Default::default()
+                })),
+            }),
+        };
+        assert_eq!(Input::from_parts(&input.parts().unwrap()).unwrap(), input);
     }
 }

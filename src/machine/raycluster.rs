@@ -458,9 +458,14 @@ impl Machine for RayClusterMachine {
     }
 
     fn step(&self, memory: &Memory, input: &Input) -> Decision {
-        let Observation::RayCluster(observation) = &input.observation;
         let from = State::of_memory(memory);
-        let Some(cluster) = &observation.cluster else {
+        let observed = match &input.observation {
+            Observation::RayCluster(observation) => Some(observation),
+            Observation::RayJob(_) => None,
+        };
+        let Some((observation, cluster)) =
+            observed.and_then(|observation| observation.cluster.as_ref().map(|cluster| (observation, cluster)))
+        else {
             return Decision {
                 next: State::Deleted.name().to_string(),
                 commands: Vec::new(),
@@ -2085,7 +2090,7 @@ mod tests {
             ..OperatorConfig::default()
         };
         let input = input(cluster.clone(), Vec::new(), Trigger::Resync);
-        let Observation::RayCluster(observation) = &input.observation;
+        let Observation::RayCluster(observation) = &input.observation else { unreachable!() };
         let pass = Pass {
             config: &config,
             input: &input,

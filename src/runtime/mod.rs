@@ -313,12 +313,22 @@ impl Dispatcher {
                 });
             }
         }
-        let Observation::RayCluster(observation) = &input.observation;
-        let gone = observation.cluster.is_none();
-        match &observation.cluster {
-            Some(cluster) => metrics.observe_cluster(cluster),
-            None => metrics.forget_cluster(&key.namespace, &key.name, &input.object.uid),
-        }
+        let gone = match &input.observation {
+            Observation::RayCluster(observation) => {
+                match &observation.cluster {
+                    Some(cluster) => metrics.observe_cluster(cluster),
+                    None => metrics.forget_cluster(&key.namespace, &key.name, &input.object.uid),
+                }
+                observation.cluster.is_none()
+            }
+            Observation::RayJob(observation) => {
+                match &observation.job {
+                    Some(job) => metrics.observe_job(job),
+                    None => metrics.forget_job(&key.namespace, &key.name, &input.object.uid),
+                }
+                observation.job.is_none()
+            }
+        };
         if gone {
             self.tracked.remove(&key);
             self.queue.set_timers(&key, Vec::new());
