@@ -61,12 +61,6 @@ impl Executor {
 
     /// Runs one command. `Err` is the outcome the machine must hear about.
     pub async fn execute(&self, own: &Own<'_>, command: &Command) -> Result<(), Outcome> {
-        if matches!(command, Command::SubmitJob { .. } | Command::StopJob { .. }) {
-            // The runtime does not step RayJobs yet, so no Decision it executes holds these.
-            return Err(Outcome::Failed {
-                message: "the dashboard client is not wired into the executor yet".to_string(),
-            });
-        }
         self.send(own, command).await.or_else(|error| judge(command, error))
     }
 
@@ -98,7 +92,10 @@ impl Executor {
             }
             // The runtime arms the requeue timer; nothing to send.
             Command::RequeueAfter { .. } => Ok(()),
-            Command::SubmitJob { .. } | Command::StopJob { .. } => Ok(()),
+            // The runtime does not step RayJobs yet, so no Decision it executes holds these.
+            Command::SubmitJob { .. } | Command::StopJob { .. } => {
+                Err(failure("the dashboard client is not wired into the executor yet"))
+            }
         }
     }
 
@@ -183,9 +180,11 @@ fn patch_params() -> PatchParams {
 }
 
 fn unsupported(kind: &str) -> kube::Error {
-    kube::Error::Api(
-        kube::core::Status::failure(&format!("the operator does not write {kind} objects"), "BadRequest").boxed(),
-    )
+    failure(&format!("the operator does not write {kind} objects"))
+}
+
+fn failure(message: &str) -> kube::Error {
+    kube::Error::Api(kube::core::Status::failure(message, "BadRequest").boxed())
 }
 
 fn gone(object: &ObjectRef) -> kube::Error {
