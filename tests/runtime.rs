@@ -20,7 +20,7 @@ use kuberay::journal::store::MemStore;
 use kuberay::runtime::leader::LeaderElection;
 use kuberay::runtime::metrics::Metrics;
 use kuberay::runtime::watch::Namespaces;
-use kuberay::runtime::{self, Reports, RuntimeConfig};
+use kuberay::runtime::{self, Dashboards, Reports, RuntimeConfig};
 use kuberay::sim::{ControllerConfig, Sim, SimConfig};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
@@ -46,6 +46,14 @@ async fn install_crds(sim: &Sim) {
     applier.crds().await.unwrap();
 }
 
+/// The simulated dashboards, in-process.
+fn dashboards(sim: &Sim) -> Dashboards {
+    let sim = sim.clone();
+    Dashboards::Custom(Arc::new(move |address: &str| -> Arc<dyn kuberay::ray::Transport> {
+        Arc::new(kuberay::sim::ray_transport::SimTransport::new(sim.clone(), address))
+    }))
+}
+
 /// One operator replica on the in-process transport.
 struct Operator {
     stop: Arc<Notify>,
@@ -64,6 +72,7 @@ impl Operator {
             namespaces: Namespaces::All,
             clock,
             leader_election: election,
+            dashboards: dashboards(sim),
             retention: Retention { gone_ttl: Duration::from_secs(86_400), max_bytes: None },
         };
         let (ready, _) = watch::channel(false);
@@ -383,4 +392,71 @@ async fn with_leader_election_only_one_replica_acts() {
     let steps = |journal: &Journal<MemStore>| kuberay::journal::history::replay(journal, None).unwrap().objects.len();
     assert_eq!((steps(&leader_journal), steps(&standby_journal)), (1, 0), "only the leader stepped");
     assert_replays(&leader_journal);
+}
+
+fn rayjob_http(name: &str) -> kuberay::api::RayJob {
+    serde_json::from_value(json!({
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "submissionMode": "HTTPMode",
+            "entrypoint": "python -c \"print('hello')\"",
+            "rayClusterSpec": raycluster("unused", 1, json!({})).spec,
+        }
+    }))
+    .unwrap()
+}
+
+async fn rayjob_state(sim: &Sim, name: &str) -> Option<kuberay::api::RayJob> {
+    Api::<kuberay::api::RayJob>::namespaced(sim.client(), NS).get_opt(name).await.unwrap()
+}
+
+/// The submissions the job's cluster's dashboard holds, by submission id.
+async fn submissions(sim: &Sim, job: &kuberay::api::RayJob) -> Vec<String> {
+    let address = job.status.as_ref().and_then(|s| s.dashboard_url.clone()).unwrap();
+    let client =
+        kuberay::ray::DashboardClient::new(kuberay::sim::ray_transport::SimTransport::new(sim.clone(), &address));
+    client.list_jobs().await.unwrap().into_iter().filter_map(|job| job.submission_id).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_http_mode_rayjob_runs_once_to_complete_even_across_a_restart() {
+    let sim = cluster(ControllerConfig::default());
+    install_crds(&sim).await;
+    let operator = Operator::start(&sim, Journal::in_memory().unwrap(), None);
+    let api: Api<kuberay::api::RayJob> = Api::namespaced(sim.client(), NS);
+    api.create(&PostParams::default(), &rayjob_http("job")).await.unwrap();
+    // Stopped as soon as the job runs (the submission may or may not have been made), then restarted.
+    let mut running = None;
+    for _ in 0..600 {
+        let job = rayjob_state(&sim, "job").await.unwrap();
+        let status = job.status.clone().unwrap_or_default();
+        if status.job_deployment_status == Some(kuberay::api::rayjob::JobDeploymentStatus::Running) {
+            running = Some(job);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let running = running.expect("the RayJob runs");
+    let first = operator.stop().await;
+    let operator = Operator::start(&sim, first, None);
+    let mut done = None;
+    for _ in 0..600 {
+        let job = rayjob_state(&sim, "job").await.unwrap();
+        if job.status.as_ref().and_then(|s| s.job_deployment_status)
+            == Some(kuberay::api::rayjob::JobDeploymentStatus::Complete)
+        {
+            done = Some(job);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let done = done.expect("the RayJob completes");
+    let status = done.status.clone().unwrap();
+    assert_eq!(status.job_status.map(|s| format!("{s:?}")), Some("Succeeded".to_string()));
+    let job_id = status.job_id.clone().unwrap();
+    assert_eq!(running.status.unwrap().job_id, Some(job_id.clone()), "the submission id was fixed before Running");
+    assert_eq!(submissions(&sim, &done).await, vec![job_id], "one submission, with the id fixed in status");
+    assert_replays(&operator.stop().await);
 }

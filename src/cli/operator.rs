@@ -24,7 +24,7 @@ use crate::machine::MachineKind;
 use crate::runtime::leader::LeaderElection;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::watch::Namespaces;
-use crate::runtime::{self, Reports, RuntimeConfig, Transition};
+use crate::runtime::{self, Dashboards, Reports, RuntimeConfig, Transition};
 
 /// sled's page cache for the operator's journal: the journal is written far more than read, and the operator's
 /// memory budget is small (KubeRay's chart: about 1 MiB per Ray Pod).
@@ -181,6 +181,11 @@ pub fn run(args: OperatorArgs, cluster: ClusterArgs, err: &mut dyn Write) -> std
             namespaces: Namespaces::parse(&args.watch_namespace),
             clock,
             leader_election: election,
+            dashboards: if args.use_kubernetes_proxy {
+                Dashboards::Proxy(client.clone())
+            } else {
+                Dashboards::Http(crate::ray::Resolver::Identity)
+            },
             retention: retention(&args),
         };
         runtime::run(client, engine, runtime_config, reports, terminated()).await.map_err(std::io::Error::other)?;
@@ -223,11 +228,20 @@ async fn terminated() {
     }
 }
 
+/// The simulated cluster's dashboards, reached in-process at the address a real cluster gives them.
+fn sim_dashboards(cluster: &crate::sim::Sim) -> Dashboards {
+    let cluster = cluster.clone();
+    Dashboards::Custom(Arc::new(move |address: &str| -> Arc<dyn crate::ray::Transport> {
+        Arc::new(crate::sim::ray_transport::SimTransport::new(cluster.clone(), address))
+    }))
+}
+
 /// The settled states of each machine: `--until-settled` stops once every applied object is in one.
 fn settled(kind: MachineKind, state: &str) -> bool {
     match kind {
         MachineKind::RayCluster => matches!(state, "Provisioned" | "Suspended"),
-        MachineKind::RayJob | MachineKind::RayService => false,
+        MachineKind::RayJob => matches!(state, "Complete" | "Failed"),
+        MachineKind::RayService => false,
     }
 }
 
@@ -320,6 +334,7 @@ pub fn sim_run(
             namespaces: Namespaces::parse(&args.watch_namespace),
             clock,
             leader_election: None,
+            dashboards: sim_dashboards(&cluster),
             retention: retention(&args),
         };
         let stopped = stop.clone();
@@ -384,16 +399,23 @@ impl Waiting {
     }
 }
 
-/// An object's conditions as `Type=Status` words, read from the API server.
+/// An object's conditions as `Type=Status` words (a RayJob's `jobStatus` and `reason` likewise), read from the API
+/// server.
 async fn conditions(client: &kube::Client, object: &Waiting) -> String {
     let kind = object.kind.resource_kind();
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("ray.io", "v1", kind));
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &object.namespace, &resource);
     let Ok(found) = api.get(&object.name).await else { return "(gone)".to_string() };
-    let conditions = found.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
-    let words: Vec<String> = conditions
+    let status = &found.data["status"];
+    let conditions = status["conditions"].as_array().cloned().unwrap_or_default();
+    let mut words: Vec<String> = conditions
         .iter()
         .map(|c| format!("{}={}", c["type"].as_str().unwrap_or_default(), c["status"].as_str().unwrap_or_default()))
         .collect();
+    for field in ["jobStatus", "reason"] {
+        if let Some(value) = status[field].as_str().filter(|value| !value.is_empty()) {
+            words.push(format!("{field}={value}"));
+        }
+    }
     words.join(" ")
 }

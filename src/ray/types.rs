@@ -9,7 +9,7 @@ use serde_json::Value;
 
 /// `POST /api/jobs/`. Fields left `None` are not sent (KubeRay's `omitempty`); a field the head does not know is
 /// refused with 400, so nothing else may be added here.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SubmitRequest {
     pub entrypoint: String,
     /// The head generates `raysubmit_<16 characters>` when it is left out.

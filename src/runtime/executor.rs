@@ -13,6 +13,7 @@ use kube::api::{
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::{Value, json};
 
+use super::Dashboards;
 use crate::machine::{Command, EventKind, ObjectRef, Outcome, Target};
 
 /// The field manager of every write (KubeRay's manager name).
@@ -44,27 +45,42 @@ fn api_resource(kind: &str) -> Option<ApiResource> {
 /// against its resourceVersion).
 pub struct Own<'a> {
     pub object: &'a ObjectRef,
-    /// The observed object as JSON, or None when it is gone.
-    pub observed: Option<&'a Value>,
+    /// The observed object as JSON, or None when it is gone. A Decision's own writes advance it (resourceVersion,
+    /// finalizers), as KubeRay's in-place `Update` does, so that its next write does not conflict with its last.
+    pub observed: Option<Value>,
 }
 
 pub struct Executor {
     client: kube::Client,
     recorder: Recorder,
+    dashboards: Dashboards,
 }
 
 impl Executor {
-    pub fn new(client: kube::Client) -> Executor {
+    pub fn new(client: kube::Client, dashboards: Dashboards) -> Executor {
         let reporter = Reporter { controller: FIELD_MANAGER.to_string(), instance: None };
-        Executor { recorder: Recorder::new(client.clone(), reporter), client }
+        Executor { recorder: Recorder::new(client.clone(), reporter), client, dashboards }
+    }
+
+    pub fn dashboards(&self) -> &Dashboards {
+        &self.dashboards
     }
 
     /// Runs one command. `Err` is the outcome the machine must hear about.
-    pub async fn execute(&self, own: &Own<'_>, command: &Command) -> Result<(), Outcome> {
+    pub async fn execute(&self, own: &mut Own<'_>, command: &Command) -> Result<(), Outcome> {
+        // A submission the dashboard already knows, and a stop of a job it does not, are success (idempotent).
+        let dashboard = match command {
+            Command::SubmitJob { address, submission } => Some(self.dashboards.submit(address, submission).await),
+            Command::StopJob { address, job_id } => Some(self.dashboards.stop(address, job_id).await),
+            _ => None,
+        };
+        if let Some(result) = dashboard {
+            return result.map_err(|message| Outcome::Failed { message });
+        }
         self.send(own, command).await.or_else(|error| judge(command, error))
     }
 
-    async fn send(&self, own: &Own<'_>, command: &Command) -> Result<(), kube::Error> {
+    async fn send(&self, own: &mut Own<'_>, command: &Command) -> Result<(), kube::Error> {
         match command {
             Command::Create { object } => self.create(own.object, object).await,
             Command::Delete { target, uid } => self.delete(target, uid.as_deref()).await,
@@ -92,10 +108,7 @@ impl Executor {
             }
             // The runtime arms the requeue timer; nothing to send.
             Command::RequeueAfter { .. } => Ok(()),
-            // The runtime does not step RayJobs yet, so no Decision it executes holds these.
-            Command::SubmitJob { .. } | Command::StopJob { .. } => {
-                Err(failure("the dashboard client is not wired into the executor yet"))
-            }
+            Command::SubmitJob { .. } | Command::StopJob { .. } => Err(failure("a dashboard command is no API call")),
         }
     }
 
@@ -125,8 +138,8 @@ impl Executor {
     }
 
     /// The machine's own object's finalizers, rewritten against the observed resourceVersion.
-    async fn finalizers(&self, own: &Own<'_>, finalizer: &str, add: bool) -> Result<(), kube::Error> {
-        let observed = own.observed.ok_or_else(|| gone(own.object))?;
+    async fn finalizers(&self, own: &mut Own<'_>, finalizer: &str, add: bool) -> Result<(), kube::Error> {
+        let observed = own.observed.as_ref().ok_or_else(|| gone(own.object))?;
         let mut finalizers: Vec<Value> = observed["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
         finalizers.retain(|f| f.as_str() != Some(finalizer));
         if add {
@@ -137,17 +150,21 @@ impl Executor {
             "resourceVersion": observed["metadata"]["resourceVersion"],
         }});
         let api = self.api(own.object.kind.resource_kind(), &own.object.namespace)?;
-        api.patch(&own.object.name, &patch_params(), &Patch::Merge(&patch)).await.map(drop)
+        let written = api.patch(&own.object.name, &patch_params(), &Patch::Merge(&patch)).await?;
+        advance(own, &written, Some(finalizers));
+        Ok(())
     }
 
     /// Replaces the status through the status subresource, as KubeRay's `Status().Update` does.
-    async fn write_status(&self, own: &Own<'_>, status: &Value) -> Result<(), kube::Error> {
-        let mut object = own.observed.ok_or_else(|| gone(own.object))?.clone();
+    async fn write_status(&self, own: &mut Own<'_>, status: &Value) -> Result<(), kube::Error> {
+        let mut object = own.observed.clone().ok_or_else(|| gone(own.object))?;
         object["status"] = status.clone();
         let object: DynamicObject = serde_json::from_value(object).map_err(kube::Error::SerdeError)?;
         let api = self.api(own.object.kind.resource_kind(), &own.object.namespace)?;
         let params = PostParams { field_manager: Some(FIELD_MANAGER.to_string()), ..PostParams::default() };
-        api.replace_status(&own.object.name, &params, &object).await.map(drop)
+        let written = api.replace_status(&own.object.name, &params, &object).await?;
+        advance(own, &written, None);
+        Ok(())
     }
 
     async fn record(&self, own: &ObjectRef, kind: EventKind, reason: &str, message: &str) {
@@ -171,6 +188,16 @@ impl Executor {
         };
         if let Err(error) = self.recorder.publish(&event, &reference).await {
             tracing::warn!(object = %own, reason, %error, "cannot record an Event");
+        }
+    }
+}
+
+/// The own object as this Decision's write left it.
+fn advance(own: &mut Own<'_>, written: &DynamicObject, finalizers: Option<Vec<Value>>) {
+    if let Some(observed) = own.observed.as_mut() {
+        observed["metadata"]["resourceVersion"] = json!(written.metadata.resource_version);
+        if let Some(finalizers) = finalizers {
+            observed["metadata"]["finalizers"] = json!(finalizers);
         }
     }
 }

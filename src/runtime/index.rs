@@ -13,11 +13,11 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use crate::api::RayCluster;
-use crate::api::constants::RAY_CLUSTER_LABEL;
+use crate::api::constants::{NODE_TYPE_HEAD, RAY_CLUSTER_LABEL, RAY_NODE_TYPE_LABEL};
+use crate::api::{RayCluster, RayJob};
 use crate::machine::raycluster::existence_checks;
 use crate::machine::{
-    ClusterObservation, JobView, MachineKind, OwnedObject, PodView, ServiceView, Trigger, WatchEvent,
+    ClusterObservation, JobObservation, JobView, MachineKind, OwnedObject, PodView, ServiceView, Trigger, WatchEvent,
 };
 
 /// A Ray object as the runtime schedules it: kind, namespace, name. A new uid under the same key is a new object;
@@ -33,6 +33,9 @@ pub struct Key {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Watched {
     RayCluster,
+    RayJob,
+    /// The batch Jobs a RayJob submits with (labelled `ray.io/originated-from-crd=RayJob`).
+    Submitter,
     Pod,
     Service,
     Job,
@@ -66,6 +69,8 @@ impl Watched {
     pub fn kind(self) -> &'static str {
         match self {
             Watched::RayCluster => "RayCluster",
+            Watched::RayJob => "RayJob",
+            Watched::Submitter => "Job",
             Watched::Pod => "Pod",
             Watched::Service => "Service",
             Watched::Job => "Job",
@@ -87,6 +92,7 @@ pub struct Object {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Body {
     Cluster(Arc<RayCluster>),
+    RayJob(Arc<RayJob>),
     Pod(PodView),
     Service(ServiceView),
     Job(JobView),
@@ -103,11 +109,28 @@ pub enum Change {
 }
 
 impl Object {
+    /// A RayCluster belongs to itself, and to the RayJob that created it (its status wakes that job).
     pub fn of_cluster(mut cluster: RayCluster) -> Object {
         cluster.metadata.managed_fields = None;
         let (namespace, name) = names(&cluster.metadata);
         let key = Key { kind: MachineKind::RayCluster, namespace: namespace.clone(), name: name.clone() };
-        Object { namespace, name, owners: vec![key], body: Body::Cluster(Arc::new(cluster)) }
+        let mut owners = vec![key];
+        owners.extend(ray_owners(&cluster.metadata, "RayJob", MachineKind::RayJob));
+        Object { namespace, name, owners, body: Body::Cluster(Arc::new(cluster)) }
+    }
+
+    pub fn of_rayjob(mut job: RayJob) -> Object {
+        job.metadata.managed_fields = None;
+        let (namespace, name) = names(&job.metadata);
+        let key = Key { kind: MachineKind::RayJob, namespace: namespace.clone(), name: name.clone() };
+        Object { namespace, name, owners: vec![key], body: Body::RayJob(Arc::new(job)) }
+    }
+
+    /// A RayJob's submitter Job belongs to the RayJob that owns it.
+    pub fn of_submitter(job: &Job) -> Object {
+        let (namespace, name) = names(&job.metadata);
+        let owners = ray_owners(&job.metadata, "RayJob", MachineKind::RayJob);
+        Object { namespace, name, owners, body: Body::Job(JobView::of(job)) }
     }
 
     pub fn of_pod(pod: &Pod) -> Object {
@@ -154,6 +177,16 @@ fn wakes(before: &RayCluster, after: &RayCluster) -> bool {
         || before.annotations != after.annotations
         || before.deletion_timestamp != after.deletion_timestamp
         || before.finalizers != after.finalizers
+}
+
+/// The Ray objects of `kind` an object's ownerReferences name.
+fn ray_owners(metadata: &ObjectMeta, kind: &str, machine: MachineKind) -> Vec<Key> {
+    let namespace = metadata.namespace.clone().unwrap_or_default();
+    let owners = metadata.owner_references.iter().flatten();
+    owners
+        .filter(|owner| owner.kind == kind && owner.api_version.starts_with("ray.io/"))
+        .map(|owner| Key { kind: machine, namespace: namespace.clone(), name: owner.name.clone() })
+        .collect()
 }
 
 fn is_ray_cluster(owner: &OwnerReference) -> bool {
@@ -212,12 +245,13 @@ impl Index {
     fn put(&mut self, kind: Watched, object: Object, event: WatchEvent) -> Vec<(Key, Trigger)> {
         let id = ids(&object);
         let before = self.objects.entry(kind).or_default().insert(id.clone(), object.clone());
+        let mut owners: BTreeSet<Key> = object.owners.iter().cloned().collect();
         if let (Some(Body::Cluster(before)), Body::Cluster(after)) = (before.as_ref().map(|b| &b.body), &object.body)
             && !wakes(before, after)
         {
-            return Vec::new();
+            // Its own status write does not wake the cluster; the RayJob that waits on that status it does wake.
+            owners.retain(|owner| owner.kind != MachineKind::RayCluster);
         }
-        let mut owners: BTreeSet<Key> = object.owners.iter().cloned().collect();
         if let Some(before) = before {
             // An owner the object no longer names must look again too: it lost something.
             for owner in before.owners.iter().filter(|owner| !object.owners.contains(owner)) {
@@ -225,7 +259,7 @@ impl Index {
                 owners.insert(owner.clone());
             }
         }
-        if kind != Watched::RayCluster {
+        if !matches!(kind, Watched::RayCluster | Watched::RayJob) {
             for owner in &object.owners {
                 self.owned.entry(owner.clone()).or_default().insert((kind, id.1.clone()));
             }
@@ -259,10 +293,55 @@ impl Index {
         }
     }
 
-    /// Every RayCluster the caches hold.
-    pub fn cluster_keys(&self) -> Vec<Key> {
-        let clusters = self.objects.get(&Watched::RayCluster).into_iter().flat_map(|known| known.values());
-        clusters.flat_map(|object| object.owners.iter().cloned()).collect()
+    /// Every Ray object the caches hold.
+    pub fn object_keys(&self) -> Vec<Key> {
+        let kinds = [(Watched::RayCluster, MachineKind::RayCluster), (Watched::RayJob, MachineKind::RayJob)];
+        kinds
+            .into_iter()
+            .flat_map(|(watched, kind)| {
+                let known = self.objects.get(&watched).into_iter().flat_map(|known| known.keys());
+                known.map(move |(namespace, name)| Key { kind, namespace: namespace.clone(), name: name.clone() })
+            })
+            .collect()
+    }
+
+    pub fn rayjob(&self, namespace: &str, name: &str) -> Option<Arc<RayJob>> {
+        match &self.objects.get(&Watched::RayJob)?.get(&(namespace.to_string(), name.to_string()))?.body {
+            Body::RayJob(job) => Some(job.clone()),
+            _ => None,
+        }
+    }
+
+    /// What the RayJob machine of `key` sees, but the dashboard's answer (the runtime asks for it): the job, the
+    /// cluster its status names with that cluster's head Service, and its submitter Job.
+    pub fn observe_job(&self, key: &Key) -> JobObservation {
+        let job = self.rayjob(&key.namespace, &key.name);
+        let cluster_name = job.as_ref().and_then(|job| job.status.as_ref()).and_then(|s| s.ray_cluster_name.clone());
+        let cluster_key = cluster_name.filter(|name| !name.is_empty()).map(|name| Key {
+            kind: MachineKind::RayCluster,
+            namespace: key.namespace.clone(),
+            name,
+        });
+        let (cluster, head_service) = match &cluster_key {
+            Some(cluster_key) => {
+                let observed = self.observe_cluster(cluster_key);
+                let head = observed.services.into_iter().find(|service| {
+                    service.labels.get(RAY_CLUSTER_LABEL) == Some(&cluster_key.name)
+                        && service.labels.get(RAY_NODE_TYPE_LABEL).map(String::as_str) == Some(NODE_TYPE_HEAD)
+                });
+                (observed.cluster, head)
+            }
+            None => (None, None),
+        };
+        let submitter = self
+            .objects
+            .get(&Watched::Submitter)
+            .and_then(|known| known.get(&(key.namespace.clone(), key.name.clone())))
+            .and_then(|object| match &object.body {
+                Body::Job(view) => Some(view.clone()),
+                _ => None,
+            });
+        JobObservation { job: job.map(|job| RayJob::clone(&job)), cluster, head_service, submitter, dashboard: None }
     }
 
     /// What the RayCluster machine of `key` sees: the cluster (if it still exists), the Pods, Services and Jobs that
@@ -280,7 +359,7 @@ impl Index {
                 Body::Pod(pod) => observation.pods.push(pod.clone()),
                 Body::Service(service) => observation.services.push(service.clone()),
                 Body::Job(job) => observation.jobs.push(job.clone()),
-                Body::Cluster(_) | Body::Named => {}
+                Body::Cluster(_) | Body::RayJob(_) | Body::Named => {}
             }
         }
         if let Some(cluster) = &cluster {
@@ -468,6 +547,6 @@ mod tests {
         let observation = index.observe_cluster(&key("c"));
         assert!(observation.cluster.is_none());
         assert_eq!(observation.pods.len(), 1);
-        assert_eq!(index.cluster_keys(), Vec::<Key>::new());
+        assert_eq!(index.object_keys(), Vec::<Key>::new());
     }
 }

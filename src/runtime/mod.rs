@@ -10,6 +10,11 @@
 //! that fails comes back as the object's next Input. One step at a time per object, up to `concurrency` objects at
 //! once.
 //!
+//! RayJobs take the same path; before a RayJob that is Running (or Waiting) is stepped, its step task asks the Ray
+//! dashboard about `status.jobId` ([`dashboards`]) and puts the answer in the Input, so the answer is journaled like a
+//! watch event and replay reproduces the job's decisions. `SubmitJob` and `StopJob` go to the dashboard; a
+//! submission the dashboard already knows counts as done, so a step repeated after a crash never submits twice.
+//!
 //! Nothing is stepped until every watched kind has been listed once (`/readyz` says so), so a first Input never
 //! misses a Pod that exists. The engine's memory (scale expectations, timers) lives here; a new replica starts with
 //! none, which is safe: its caches are fresh.
@@ -18,6 +23,7 @@
 //! `deletionTimestamp` and an annotation, both in the API server, so a restart re-arms it from there; requeues are
 //! not durable and need not be (every restart lists and steps every object).
 
+pub mod dashboards;
 pub mod executor;
 pub mod health;
 pub mod index;
@@ -38,12 +44,15 @@ use tokio::sync::{mpsc, watch as channel};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::api::rayjob::JobDeploymentStatus;
 use crate::clock::Clock;
 use crate::config::OperatorConfig;
 use crate::engine::Engine;
 use crate::journal::Retention;
 use crate::journal::store::Store;
+use crate::machine::JobObservation;
 use crate::machine::{Command, Decision, Input, MachineKind, Memory, ObjectRef, Observation, Trigger};
+pub use dashboards::Dashboards;
 use executor::{Executor, Own};
 use index::{Change, Index, Key};
 use journaler::Journaler;
@@ -65,6 +74,8 @@ pub struct RuntimeConfig {
     pub namespaces: watch::Namespaces,
     pub clock: Arc<dyn Clock>,
     pub leader_election: Option<LeaderElection>,
+    /// How Ray dashboards are reached.
+    pub dashboards: Dashboards,
     /// What the journal keeps ([`journaler::RETENTION_INTERVAL`]).
     pub retention: Retention,
 }
@@ -121,7 +132,7 @@ pub async fn run<S: Store + Send + 'static>(
     watch::spawn_all(&client, &config.namespaces, changes);
     let shared = Arc::new(Shared {
         journaler,
-        executor: Executor::new(client),
+        executor: Executor::new(client, config.dashboards.clone()),
         leading: leading.clone(),
         metrics: reports.metrics.clone(),
     });
@@ -210,7 +221,7 @@ impl Dispatcher {
                     let now_leading = changed.is_ok() && leads(&leading);
                     if now_leading && !was_leading {
                         tracing::info!("leading: stepping every object");
-                        for key in self.index.cluster_keys() {
+                        for key in self.index.object_keys() {
                             self.queue.push(key, Trigger::Resync);
                         }
                     } else if !now_leading && was_leading {
@@ -268,21 +279,28 @@ impl Dispatcher {
     /// The Input for `key` from the caches, and the object as JSON; None for an object neither observed nor
     /// remembered.
     fn input(&self, key: &Key, trigger: Trigger) -> Option<(Input, Option<Value>)> {
-        match key.kind {
+        let (observation, metadata, observed) = match key.kind {
             MachineKind::RayCluster => {
                 let observation = self.index.observe_cluster(key);
-                let uid = match &observation.cluster {
-                    Some(cluster) => cluster.metadata.uid.clone().unwrap_or_default(),
-                    None => self.tracked.get(key)?.uid.clone(),
-                };
+                let metadata = observation.cluster.as_ref().map(|cluster| cluster.metadata.clone());
                 let observed = observation.cluster.as_ref().and_then(|cluster| serde_json::to_value(cluster).ok());
-                let object =
-                    ObjectRef { kind: key.kind, namespace: key.namespace.clone(), name: key.name.clone(), uid };
-                let now = Time(self.config.clock.now());
-                Some((Input { object, trigger, now, observation: Observation::RayCluster(observation) }, observed))
+                (Observation::RayCluster(observation), metadata, observed)
             }
-            MachineKind::RayJob | MachineKind::RayService => None,
-        }
+            MachineKind::RayJob => {
+                let observation = self.index.observe_job(key);
+                let metadata = observation.job.as_ref().map(|job| job.metadata.clone());
+                let observed = observation.job.as_ref().and_then(|job| serde_json::to_value(job).ok());
+                (Observation::RayJob(observation), metadata, observed)
+            }
+            MachineKind::RayService => return None,
+        };
+        let uid = match metadata {
+            Some(metadata) => metadata.uid.unwrap_or_default(),
+            None => self.tracked.get(key)?.uid.clone(),
+        };
+        let object = ObjectRef { kind: key.kind, namespace: key.namespace.clone(), name: key.name.clone(), uid };
+        let now = Time(self.config.clock.now());
+        Some((Input { object, trigger, now, observation }, observed))
     }
 
     fn finish(&mut self, stepped: Stepped) {
@@ -362,13 +380,29 @@ fn timers(decision: &Decision, now: &Time, clock: &dyn Clock) -> Vec<(Instant, S
     timers
 }
 
+/// The dashboard address and job id to ask about, when the RayJob machine reads the answer: a job with both, Running
+/// or Waiting (`JobObservation::dashboard`).
+fn dashboard_question(observation: &JobObservation) -> Option<(String, String)> {
+    let status = observation.job.as_ref()?.status.as_ref()?;
+    let asks =
+        matches!(status.job_deployment_status, Some(JobDeploymentStatus::Running | JobDeploymentStatus::Waiting));
+    let address = status.dashboard_url.clone().filter(|url| !url.is_empty())?;
+    let job_id = status.job_id.clone().filter(|id| !id.is_empty())?;
+    asks.then_some((address, job_id))
+}
+
 /// One step of one object: journal and step (durable on return), then the commands, in order, while leading.
-async fn step(shared: Arc<Shared>, key: Key, memory: Memory, input: Input, observed: Option<Value>) -> Stepped {
+async fn step(shared: Arc<Shared>, key: Key, memory: Memory, mut input: Input, observed: Option<Value>) -> Stepped {
+    if let Observation::RayJob(observation) = &mut input.observation
+        && let Some((address, job_id)) = dashboard_question(observation)
+    {
+        observation.dashboard = Some(shared.executor.dashboards().job_info(&address, &job_id).await);
+    }
     let decision = match shared.journaler.step(memory.clone(), input.clone()).await {
         Ok(decision) => decision,
         Err(error) => return Stepped { key, input, from: memory, result: Err(error.to_string()) },
     };
-    let own = Own { object: &input.object, observed: observed.as_ref() };
+    let mut own = Own { object: &input.object, observed };
     let mut failure = None;
     for command in &decision.commands {
         if !leads(&shared.leading) {
@@ -376,7 +410,7 @@ async fn step(shared: Arc<Shared>, key: Key, memory: Memory, input: Input, obser
             break;
         }
         let summary = command.summary();
-        let outcome = shared.executor.execute(&own, command).await;
+        let outcome = shared.executor.execute(&mut own, command).await;
         shared.metrics.command(key.kind, &summary, outcome.as_ref().err().unwrap_or(&crate::machine::Outcome::Ok));
         if let Err(outcome) = outcome {
             tracing::debug!(object = %input.object, command = %summary, ?outcome, "command failed");

@@ -18,8 +18,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use super::index::{Change, NamedKind, Object, Watched};
-use crate::api::RayCluster;
-use crate::api::constants::RAY_CLUSTER_LABEL;
+use crate::api::constants::{RAY_CLUSTER_LABEL, RAY_ORIGINATED_FROM_CRD_LABEL};
+use crate::api::{RayCluster, RayJob};
 
 /// Where the watches look: every namespace, or these.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,9 +58,11 @@ impl Namespaces {
     }
 }
 
-/// The kinds the RayCluster machine needs watched; the runtime steps nothing before each has been listed once.
-pub const WATCHED: [Watched; 8] = [
+/// The kinds the machines need watched; the runtime steps nothing before each has been listed once.
+pub const WATCHED: [Watched; 10] = [
     Watched::RayCluster,
+    Watched::RayJob,
+    Watched::Submitter,
     Watched::Pod,
     Watched::Service,
     Watched::Job,
@@ -77,6 +79,18 @@ pub fn spawn_all(client: &kube::Client, namespaces: &Namespaces, changes: mpsc::
     let merged = changes;
     for (scope, api) in namespaces.apis::<RayCluster>(client) {
         spawn(watcher(api, everything.clone()), (Watched::RayCluster, scope), Object::of_cluster, merged.clone());
+    }
+    for (scope, api) in namespaces.apis::<RayJob>(client) {
+        spawn(watcher(api, everything.clone()), (Watched::RayJob, scope), Object::of_rayjob, merged.clone());
+    }
+    let submitters = watcher::Config::default().labels(&format!("{RAY_ORIGINATED_FROM_CRD_LABEL}=RayJob"));
+    for (scope, api) in namespaces.apis::<Job>(client) {
+        spawn(
+            watcher(api, submitters.clone()),
+            (Watched::Submitter, scope),
+            |j| Object::of_submitter(&j),
+            merged.clone(),
+        );
     }
     for (scope, api) in namespaces.apis::<Pod>(client) {
         spawn(watcher(api, owned.clone()), (Watched::Pod, scope), |pod| Object::of_pod(&pod), merged.clone());
