@@ -64,8 +64,13 @@ fn operator(kubeconfig: &Path, journal: &Path, metrics_port: u16) -> Process {
 
 /// The peak resident set of a process, in bytes (`VmHWM`).
 fn peak_rss(pid: u32) -> u64 {
+    rss(pid, "VmHWM:")
+}
+
+/// A resident-set figure of `/proc/PID/status`, in bytes.
+fn rss(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|line| line.starts_with("VmHWM:")).unwrap();
+    let line = status.lines().find(|line| line.starts_with(field)).unwrap();
     let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kib * 1024
 }
@@ -162,6 +167,7 @@ fn main() {
         let metrics = get(metrics_port, "/metrics").unwrap();
         let transitions = counter_sum(&metrics, "kuberay_engine_transitions_total");
         let peak = peak_rss(operator.0.id());
+        let settled = rss(operator.0.id(), "VmRSS:");
         let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
         println!(
             "operator at scale: {count} RayClusters x (1 head + 2 workers) = {} Pods, from a cold start",
@@ -179,6 +185,7 @@ fn main() {
             mib(peak),
             mib(idle_rss)
         );
+        println!("  operator RSS once settled  {:>8.1} MiB", mib(settled));
         println!(
             "  RSS per Ray Pod            {:>8.3} MiB ({:.1}% of KubeRay's chart budget of about 1 MiB per Ray Pod)",
             mib(peak) / (count * 3) as f64,

@@ -3,12 +3,12 @@
 //! jobs and serve applications move on tokio's clock.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a failing test should stop loudly
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, PostParams};
 use kuberay::ray::{
     ApplicationStatus, DashboardClient, DeploymentStatus, JobStatus, ProxyTransport, RayError, SubmitRequest,
 };
@@ -16,39 +16,18 @@ use kuberay::sim::ray_transport::SimTransport;
 use kuberay::sim::{ControllerConfig, Faults, Sim, SimConfig, TokioClock};
 use serde_json::json;
 
-const DASHBOARD: &str = "c-head-svc.default.svc.cluster.local:8265";
+use common::{DASHBOARD, after, head};
 
 /// A simulated cluster with the head Pod of RayCluster `c` and its head Service, running and ready.
 async fn cluster(faults: Faults) -> Sim {
     let clock = Arc::new(TokioClock::starting_at("2025-01-01T00:00:00Z".parse().unwrap()));
-    let sim = Sim::new(SimConfig { seed: 1, clock, faults, ..SimConfig::default() });
-    let running = sim.clone();
-    tokio::spawn(async move { running.run_controllers(ControllerConfig::default()).await });
-    let client = sim.client();
-    let labels = json!({"ray.io/node-type": "head", "ray.io/cluster": "c"});
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "c-head-abcde", "labels": labels},
-        "spec": {"containers": [{"name": "ray-head", "image": "rayproject/ray:2.41.0",
-                                 "ports": [{"name": "dashboard", "containerPort": 8265}]}]},
-    }))
-    .unwrap();
-    Api::<Pod>::namespaced(client.clone(), "default").create(&PostParams::default(), &pod).await.unwrap();
-    let service: Service = serde_json::from_value(json!({
-        "metadata": {"name": "c-head-svc"},
-        "spec": {"selector": labels, "ports": [{"name": "dashboard", "port": 8265, "targetPort": "dashboard"}]},
-    }))
-    .unwrap();
-    Api::<Service>::namespaced(client, "default").create(&PostParams::default(), &service).await.unwrap();
+    let sim = head(SimConfig { seed: 1, clock, faults, ..SimConfig::default() }, ControllerConfig::default()).await;
     after(2.5).await;
     sim
 }
 
 async fn dashboard() -> DashboardClient {
     DashboardClient::new(SimTransport::new(cluster(Faults::default()).await, DASHBOARD))
-}
-
-async fn after(seconds: f64) {
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
 }
 
 fn submission(entrypoint: &str, id: &str) -> SubmitRequest {

@@ -3,13 +3,13 @@
 //! another server; and a job's log tail websocket, in-process (`Sim::tail`) and over TCP through `services/proxy`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a failing test should stop loudly
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, PostParams};
 use kuberay::sim::network::Messages;
 use kuberay::sim::{ControllerConfig, RayDashboard, Sim, SimConfig, TokioClock};
 use serde_json::{Value, json};
@@ -17,40 +17,13 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-const DASHBOARD: &str = "c-head-svc.default.svc.cluster.local:8265";
-
-/// A head Pod of RayCluster `c` and its head Service, running (controllers on), ready after 2 s.
-async fn head(config: SimConfig, controllers: ControllerConfig) -> Sim {
-    let sim = Sim::new(config);
-    let running = sim.clone();
-    tokio::spawn(async move { running.run_controllers(controllers).await });
-    let client = sim.client();
-    let labels = json!({"ray.io/node-type": "head", "ray.io/cluster": "c"});
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "c-head-abcde", "labels": labels},
-        "spec": {"containers": [{"name": "ray-head", "image": "rayproject/ray:2.41.0",
-                                 "ports": [{"name": "dashboard", "containerPort": 8265}]}]},
-    }))
-    .unwrap();
-    Api::<Pod>::namespaced(client.clone(), "default").create(&PostParams::default(), &pod).await.unwrap();
-    let service: Service = serde_json::from_value(json!({
-        "metadata": {"name": "c-head-svc"},
-        "spec": {"selector": labels, "ports": [{"name": "dashboard", "port": 8265, "targetPort": "dashboard"}]},
-    }))
-    .unwrap();
-    Api::<Service>::namespaced(client, "default").create(&PostParams::default(), &service).await.unwrap();
-    sim
-}
+use common::{DASHBOARD, after, head};
 
 async fn simulated() -> Sim {
     let clock = Arc::new(TokioClock::starting_at("2025-01-01T00:00:00Z".parse().unwrap()));
     let sim = head(SimConfig { seed: 1, clock, ..SimConfig::default() }, ControllerConfig::default()).await;
     after(2.5).await;
     sim
-}
-
-async fn after(seconds: f64) {
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
 }
 
 /// Sends a request to the head's dashboard; answers the status, content type and body.

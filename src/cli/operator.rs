@@ -28,7 +28,7 @@ use crate::runtime::{self, Dashboards, Reports, RuntimeConfig, Transition};
 
 /// sled's page cache for the operator's journal: the journal is written far more than read, and the operator's
 /// memory budget is small (KubeRay's chart: about 1 MiB per Ray Pod).
-const JOURNAL_CACHE_BYTES: u64 = 16 << 20;
+const JOURNAL_CACHE_BYTES: u64 = 8 << 20;
 
 /// The operator's flags, as KubeRay's where they exist.
 #[derive(Args, Debug, Clone)]

@@ -86,6 +86,43 @@ pub enum FsmError {
 }
 
 /// The names of the machines the binary carries.
+/// Where a rule leads: a state, or where the object was.
+pub enum To<S> {
+    State(S),
+    Same,
+}
+
+/// A transition as a machine's code writes it, in its own State and Reason enums; [`table`] turns its rules into
+/// the definition's terms, which a test holds equal to `state-machines/<machine>.yaml`.
+pub struct Rule<S: 'static, R> {
+    pub from: &'static [S],
+    pub to: To<S>,
+    pub guard: &'static str,
+    pub reason: R,
+    pub commands: &'static [&'static str],
+}
+
+/// A state or a reason, as the definition spells it.
+pub trait Named: Copy {
+    fn spelled(self) -> &'static str;
+}
+
+pub fn table<S: Named, R: Named>(rules: &[Rule<S, R>]) -> Vec<Transition> {
+    rules
+        .iter()
+        .map(|rule| Transition {
+            from: rule.from.iter().map(|state| state.spelled().to_string()).collect(),
+            to: match rule.to {
+                To::State(state) => state.spelled().to_string(),
+                To::Same => SAME.to_string(),
+            },
+            guard: rule.guard.to_string(),
+            reason: rule.reason.spelled().to_string(),
+            commands: rule.commands.iter().map(|command| command.to_string()).collect(),
+        })
+        .collect()
+}
+
 pub fn names() -> Vec<&'static str> {
     SOURCES.iter().map(|(name, _)| *name).collect()
 }

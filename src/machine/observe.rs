@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{Part, PartsError, list_parts, part, take, take_list};
@@ -193,15 +195,41 @@ pub struct OwnedObject {
     pub name: String,
 }
 
+/// A custom resource as three parts under `prefix` (metadata, spec, status): the spec rarely changes, so it dedupes.
+fn resource_parts(
+    prefix: &str,
+    metadata: &ObjectMeta,
+    spec: &impl Serialize,
+    status: &impl Serialize,
+) -> Result<Vec<Part>, PartsError> {
+    Ok(vec![
+        part(format!("{prefix}/metadata"), metadata)?,
+        part(format!("{prefix}/spec"), spec)?,
+        part(format!("{prefix}/status"), status)?,
+    ])
+}
+
+/// The resource [`resource_parts`] split, or None when the parts hold none.
+fn take_resource<Spec: DeserializeOwned, Status: DeserializeOwned, K>(
+    parts: &BTreeMap<String, &[u8]>,
+    prefix: &str,
+    join: impl FnOnce(ObjectMeta, Spec, Option<Status>) -> K,
+) -> Result<Option<K>, PartsError> {
+    let spec = format!("{prefix}/spec");
+    if !parts.contains_key(&spec) {
+        return Ok(None);
+    }
+    let metadata = take(parts, &format!("{prefix}/metadata"))?;
+    Ok(Some(join(metadata, take(parts, &spec)?, take(parts, &format!("{prefix}/status"))?)))
+}
+
 impl ClusterObservation {
     /// The cluster in three parts (metadata, spec, status: the spec rarely changes and dedupes), then one part per
     /// owned object.
     pub(super) fn parts(&self) -> Result<Vec<Part>, PartsError> {
         let mut parts = Vec::new();
         if let Some(cluster) = &self.cluster {
-            parts.push(part("cluster/metadata", &cluster.metadata)?);
-            parts.push(part("cluster/spec", &cluster.spec)?);
-            parts.push(part("cluster/status", &cluster.status)?);
+            parts.extend(resource_parts("cluster", &cluster.metadata, &cluster.spec, &cluster.status)?);
         }
         parts.extend(list_parts("pods", &self.pods)?);
         parts.extend(list_parts("services", &self.services)?);
@@ -211,14 +239,7 @@ impl ClusterObservation {
     }
 
     pub(super) fn from_parts(parts: &BTreeMap<String, &[u8]>) -> Result<ClusterObservation, PartsError> {
-        let cluster = if parts.contains_key("cluster/spec") {
-            let mut cluster = RayCluster::new("", take(parts, "cluster/spec")?);
-            cluster.metadata = take(parts, "cluster/metadata")?;
-            cluster.status = take(parts, "cluster/status")?;
-            Some(cluster)
-        } else {
-            None
-        };
+        let cluster = take_resource(parts, "cluster", |metadata, spec, status| RayCluster { metadata, spec, status })?;
         Ok(ClusterObservation {
             cluster,
             pods: take_list(parts, "pods")?,
@@ -274,14 +295,10 @@ impl JobObservation {
     pub(super) fn parts(&self) -> Result<Vec<Part>, PartsError> {
         let mut parts = Vec::new();
         if let Some(job) = &self.job {
-            parts.push(part("job/metadata", &job.metadata)?);
-            parts.push(part("job/spec", &job.spec)?);
-            parts.push(part("job/status", &job.status)?);
+            parts.extend(resource_parts("job", &job.metadata, &job.spec, &job.status)?);
         }
         if let Some(cluster) = &self.cluster {
-            parts.push(part("cluster/metadata", &cluster.metadata)?);
-            parts.push(part("cluster/spec", &cluster.spec)?);
-            parts.push(part("cluster/status", &cluster.status)?);
+            parts.extend(resource_parts("cluster", &cluster.metadata, &cluster.spec, &cluster.status)?);
         }
         parts.push(part("head-service", &self.head_service)?);
         parts.push(part("submitter", &self.submitter)?);
@@ -290,22 +307,8 @@ impl JobObservation {
     }
 
     pub(super) fn from_parts(parts: &BTreeMap<String, &[u8]>) -> Result<JobObservation, PartsError> {
-        let job = if parts.contains_key("job/spec") {
-            let mut job = RayJob::new("", take(parts, "job/spec")?);
-            job.metadata = take(parts, "job/metadata")?;
-            job.status = take(parts, "job/status")?;
-            Some(job)
-        } else {
-            None
-        };
-        let cluster = if parts.contains_key("cluster/spec") {
-            let mut cluster = RayCluster::new("", take(parts, "cluster/spec")?);
-            cluster.metadata = take(parts, "cluster/metadata")?;
-            cluster.status = take(parts, "cluster/status")?;
-            Some(cluster)
-        } else {
-            None
-        };
+        let job = take_resource(parts, "job", |metadata, spec, status| RayJob { metadata, spec, status })?;
+        let cluster = take_resource(parts, "cluster", |metadata, spec, status| RayCluster { metadata, spec, status })?;
         Ok(JobObservation {
             job,
             cluster,

@@ -27,6 +27,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::fsm;
+use super::fsm::To;
 use super::observe::{ClusterObservation, OwnedObject, PodView};
 use super::{
     Command, Decision, EventKind, Expectation, Input, Machine, MachineKind, Memory, Observation, Outcome, Target,
@@ -268,17 +269,18 @@ const RECONCILE_COMMANDS: &[&str] = &[
 ];
 const CLEANUP_COMMANDS: &[&str] = &["delete-collection Pod", "remove-finalizer"];
 
-enum To {
-    State(State),
-    Same,
+type Rule = fsm::Rule<State, Reason>;
+
+impl fsm::Named for State {
+    fn spelled(self) -> &'static str {
+        self.name()
+    }
 }
 
-struct Rule {
-    from: &'static [State],
-    to: To,
-    guard: &'static str,
-    reason: Reason,
-    commands: &'static [&'static str],
+impl fsm::Named for Reason {
+    fn spelled(self) -> &'static str {
+        self.name()
+    }
 }
 
 const RULES: &[Rule] = &[
@@ -436,19 +438,7 @@ const RULES: &[Rule] = &[
 impl RayClusterMachine {
     /// The transition table as data; a test holds it equal to `state-machines/raycluster.yaml`.
     pub fn transitions() -> Vec<fsm::Transition> {
-        RULES
-            .iter()
-            .map(|rule| fsm::Transition {
-                from: rule.from.iter().map(|state| state.name().to_string()).collect(),
-                to: match rule.to {
-                    To::State(state) => state.name().to_string(),
-                    To::Same => fsm::SAME.to_string(),
-                },
-                guard: rule.guard.to_string(),
-                reason: rule.reason.name().to_string(),
-                commands: rule.commands.iter().map(|command| command.to_string()).collect(),
-            })
-            .collect()
+        fsm::table(RULES)
     }
 }
 
