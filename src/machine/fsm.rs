@@ -107,6 +107,18 @@ pub trait Named: Copy {
     fn spelled(self) -> &'static str;
 }
 
+/// Implements [`Named`] for a machine's State and Reason enums by their `name()`.
+macro_rules! named_by_name {
+    ($($name:ty),*) => {
+        $(impl $crate::machine::fsm::Named for $name {
+            fn spelled(self) -> &'static str {
+                self.name()
+            }
+        })*
+    };
+}
+pub(crate) use named_by_name;
+
 pub fn table<S: Named, R: Named>(rules: &[Rule<S, R>]) -> Vec<Transition> {
     rules
         .iter()

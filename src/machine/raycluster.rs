@@ -270,18 +270,7 @@ const RECONCILE_COMMANDS: &[&str] = &[
 const CLEANUP_COMMANDS: &[&str] = &["delete-collection Pod", "remove-finalizer"];
 
 type Rule = fsm::Rule<State, Reason>;
-
-impl fsm::Named for State {
-    fn spelled(self) -> &'static str {
-        self.name()
-    }
-}
-
-impl fsm::Named for Reason {
-    fn spelled(self) -> &'static str {
-        self.name()
-    }
-}
+fsm::named_by_name!(State, Reason);
 
 const RULES: &[Rule] = &[
     Rule {

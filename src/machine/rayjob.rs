@@ -261,18 +261,7 @@ const FINISHED: [State; 2] = [S::Complete, S::Failed];
 const STATUS_WRITE: &[&str] = &["write-status", "requeue"];
 
 type Rule = fsm::Rule<State, Reason>;
-
-impl fsm::Named for State {
-    fn spelled(self) -> &'static str {
-        self.name()
-    }
-}
-
-impl fsm::Named for Reason {
-    fn spelled(self) -> &'static str {
-        self.name()
-    }
-}
+fsm::named_by_name!(State, Reason);
 
 const RULES: &[Rule] = &[
     Rule { from: &S::ALL, to: To::State(S::Deleted), guard: "job_absent", reason: Reason::JobGone, commands: &[] },
@@ -944,15 +933,23 @@ impl Pass<'_> {
         Err(Flow::Return(self.state_of_old(), Reason::CreatedRayCluster))
     }
 
-    fn initializing(&mut self) -> Flow {
+    /// What stops a job before or while it runs, in KubeRay's order: suspend, then the active deadline, then (before
+    /// Running only) the pre-running deadline.
+    fn interruption(&mut self, before_running: bool) -> Option<Flow> {
         if self.suspend_requested() {
-            return Flow::Update(Reason::Suspending);
+            Some(Flow::Update(Reason::Suspending))
+        } else if self.active_deadline_passed() {
+            Some(Flow::Update(Reason::DeadlineExceeded))
+        } else if before_running && self.pre_running_deadline_passed() {
+            Some(Flow::Update(Reason::PreRunningDeadlineExceeded))
+        } else {
+            None
         }
-        if self.active_deadline_passed() {
-            return Flow::Update(Reason::DeadlineExceeded);
-        }
-        if self.pre_running_deadline_passed() {
-            return Flow::Update(Reason::PreRunningDeadlineExceeded);
+    }
+
+    fn initializing(&mut self) -> Flow {
+        if let Some(flow) = self.interruption(true) {
+            return flow;
         }
         let cluster = match self.cluster() {
             Ok(cluster) => cluster.clone(),
@@ -1001,14 +998,8 @@ impl Pass<'_> {
 
     /// DEVIATIONS 6: Waiting honours suspend and the deadlines.
     fn waiting(&mut self) -> Flow {
-        if self.suspend_requested() {
-            return Flow::Update(Reason::Suspending);
-        }
-        if self.active_deadline_passed() {
-            return Flow::Update(Reason::DeadlineExceeded);
-        }
-        if self.pre_running_deadline_passed() {
-            return Flow::Update(Reason::PreRunningDeadlineExceeded);
+        if let Some(flow) = self.interruption(true) {
+            return flow;
         }
         match self.job.spec.job_id.clone().filter(|id| !id.is_empty()) {
             None => {
@@ -1026,11 +1017,8 @@ impl Pass<'_> {
     }
 
     fn running(&mut self) -> Flow {
-        if self.suspend_requested() {
-            return Flow::Update(Reason::Suspending);
-        }
-        if self.active_deadline_passed() {
-            return Flow::Update(Reason::DeadlineExceeded);
+        if let Some(flow) = self.interruption(false) {
+            return flow;
         }
         let k8s_job_mode = self.mode() == SubmissionMode::K8sJob;
         let submitter = self.observation.submitter.clone();
