@@ -133,8 +133,25 @@ fn init_logs(args: &OperatorArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn retention(args: &OperatorArgs) -> Retention {
-    Retention { gone_ttl: args.journal_keep_gone, max_bytes: Some(args.journal_max_bytes) }
+impl OperatorArgs {
+    /// How the runtime runs under these flags.
+    fn runtime_config(
+        &self,
+        operator: OperatorConfig,
+        clock: Arc<dyn Clock>,
+        leader_election: Option<LeaderElection>,
+        dashboards: Dashboards,
+    ) -> RuntimeConfig {
+        RuntimeConfig {
+            operator,
+            concurrency: self.reconcile_concurrency,
+            namespaces: Namespaces::parse(&self.watch_namespace),
+            clock,
+            leader_election,
+            dashboards,
+            retention: Retention { gone_ttl: self.journal_keep_gone, max_bytes: Some(self.journal_max_bytes) },
+        }
+    }
 }
 
 fn operator_config(args: &OperatorArgs) -> Result<OperatorConfig, String> {
@@ -175,19 +192,12 @@ pub fn run(args: OperatorArgs, cluster: ClusterArgs, err: &mut dyn Write) -> std
         let reports = reports(None);
         let listener = tokio::net::TcpListener::bind(cluster.metrics_addr).await?;
         tokio::spawn(crate::runtime::health::serve(listener, reports.metrics.clone(), reports.ready.subscribe()));
-        let runtime_config = RuntimeConfig {
-            operator: config,
-            concurrency: args.reconcile_concurrency,
-            namespaces: Namespaces::parse(&args.watch_namespace),
-            clock,
-            leader_election: election,
-            dashboards: if args.use_kubernetes_proxy {
-                Dashboards::Proxy(client.clone())
-            } else {
-                Dashboards::Http(crate::ray::Resolver::Identity)
-            },
-            retention: retention(&args),
+        let dashboards = if args.use_kubernetes_proxy {
+            Dashboards::Proxy(client.clone())
+        } else {
+            Dashboards::http(crate::ray::Resolver::Identity).map_err(std::io::Error::other)?
         };
+        let runtime_config = args.runtime_config(config, clock, election, dashboards);
         runtime::run(client, engine, runtime_config, reports, terminated()).await.map_err(std::io::Error::other)?;
         Ok(EXIT_OK)
     })
@@ -328,15 +338,7 @@ pub fn sim_run(
         let (transitions, mut transitions_out) = mpsc::unbounded_channel();
         let reports = reports(Some(transitions));
         let stop = Arc::new(Notify::new());
-        let runtime_config = RuntimeConfig {
-            operator: config,
-            concurrency: args.reconcile_concurrency,
-            namespaces: Namespaces::parse(&args.watch_namespace),
-            clock,
-            leader_election: None,
-            dashboards: sim_dashboards(&cluster),
-            retention: retention(&args),
-        };
+        let runtime_config = args.runtime_config(config, clock, None, sim_dashboards(&cluster));
         let stopped = stop.clone();
         let operator = tokio::spawn(runtime::run(client.clone(), engine, runtime_config, reports, async move {
             tokio::select! {

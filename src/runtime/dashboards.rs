@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::machine::{DashboardAnswer, DashboardJob};
-use crate::ray::transport::{ProxyTransport, Resolver, Transport};
+use crate::ray::transport::{DEFAULT_TIMEOUT, HttpTransport, ProxyTransport, Resolver, Transport};
 use crate::ray::{DashboardClient, RayError, SubmitRequest};
 
 /// A transport for a dashboard address, for transports the runtime does not know (the simulated cluster's).
@@ -13,16 +13,31 @@ pub type Connect = Arc<dyn Fn(&str) -> Arc<dyn Transport> + Send + Sync>;
 
 #[derive(Clone)]
 pub enum Dashboards {
-    Http(Resolver),
+    /// Over HTTP, every dashboard on one client (one connection pool), at the URL the resolver maps it to.
+    Http {
+        client: reqwest::Client,
+        resolver: Resolver,
+    },
     /// Through the API server: the Service and namespace are read off the address.
     Proxy(kube::Client),
     Custom(Connect),
 }
 
 impl Dashboards {
+    pub fn http(resolver: Resolver) -> Result<Dashboards, RayError> {
+        let client = reqwest::Client::builder()
+            .build()
+            .map_err(|e| RayError::Other(format!("cannot build an HTTP client: {e}")))?;
+        Ok(Dashboards::Http { client, resolver })
+    }
+
     fn client(&self, address: &str) -> Result<DashboardClient, RayError> {
         match self {
-            Dashboards::Http(resolver) => DashboardClient::http(address, resolver),
+            Dashboards::Http { client, resolver } => Ok(DashboardClient::new(HttpTransport::with_client(
+                client.clone(),
+                &resolver.base_url(address),
+                DEFAULT_TIMEOUT,
+            ))),
             Dashboards::Proxy(client) => {
                 let host = address.split(':').next().unwrap_or_default();
                 let mut labels = host.split('.');
