@@ -17,15 +17,17 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# The operator on the embedded simulated cluster: every KubeRay sample with a RayCluster, each file in a namespace of
-# its own, until each cluster is provisioned (in simulated time); then one cluster's audit trail and a replay of the
-# whole journal (./journal).
-RAYCLUSTER_SAMPLES = $$(grep -rl '^kind: RayCluster$$' $(SAMPLES) | sort)
+# The operator on the embedded simulated cluster: every KubeRay sample with a RayCluster or a RayJob, each file in a
+# namespace of its own (with the cluster that ray-job.use-existing-raycluster.yaml selects), until each cluster is
+# provisioned and each RayJob complete (in simulated time); then the audit trails of one cluster and one RayJob, and
+# a replay of the whole journal (./journal).
+RAY_SAMPLES = $$(grep -rlE '^kind: (RayCluster|RayJob)$$' $(SAMPLES) | sort)
 run: build
 	rm -rf journal
 	./target/release/kuberay sim run --until-settled --namespace-per-file --reconcile-concurrency 8 --log-level warn \
-		--journal journal --apply $(RAYCLUSTER_SAMPLES)
+		--journal journal --apply deploy/sample-companions/*.yaml $(RAY_SAMPLES)
 	./target/release/kuberay journal audit raycluster/ray-cluster-sample/raycluster-kuberay --journal journal
+	./target/release/kuberay journal audit rayjob/ray-job-sample/rayjob-sample --journal journal
 	./target/release/kuberay journal replay --journal journal
 
 # Regenerates deploy/crds/ from the types (a test fails while they are stale).

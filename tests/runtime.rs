@@ -11,6 +11,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kuberay::api::RayCluster;
+use kuberay::api::rayjob::JobDeploymentStatus;
 use kuberay::clock::TokioClock;
 use kuberay::config::OperatorConfig;
 use kuberay::engine::Engine;
@@ -394,18 +395,44 @@ async fn with_leader_election_only_one_replica_acts() {
     assert_replays(&leader_journal);
 }
 
-fn rayjob_http(name: &str) -> kuberay::api::RayJob {
+fn rayjob(name: &str, mode: &str, entrypoint: &str) -> kuberay::api::RayJob {
     serde_json::from_value(json!({
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
         "metadata": {"name": name, "namespace": NS},
         "spec": {
-            "submissionMode": "HTTPMode",
-            "entrypoint": "python -c \"print('hello')\"",
+            "submissionMode": mode,
+            "entrypoint": entrypoint,
             "rayClusterSpec": raycluster("unused", 1, json!({})).spec,
         }
     }))
     .unwrap()
+}
+
+fn rayjob_http(name: &str) -> kuberay::api::RayJob {
+    rayjob(name, "HTTPMode", "python -c \"print('hello')\"")
+}
+
+/// Waits (in simulated time) until the RayJob is in one of `states`.
+async fn until_job_in(sim: &Sim, name: &str, states: &[JobDeploymentStatus]) -> kuberay::api::RayJob {
+    for _ in 0..1200 {
+        let job = rayjob_state(sim, name).await.unwrap();
+        if job.status.as_ref().and_then(|s| s.job_deployment_status).is_some_and(|state| states.contains(&state)) {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("RayJob {name} never reached {states:?}: {:?}", rayjob_state(sim, name).await.and_then(|job| job.status));
+}
+
+/// What each container of the Pods of submitter Job `name` wrote.
+async fn submitter_logs(sim: &Sim, name: &str) -> Vec<String> {
+    let pods = Api::<Pod>::namespaced(sim.client(), NS);
+    let mut logs = Vec::new();
+    for pod in pods.list(&ListParams::default().labels(&format!("job-name={name}"))).await.unwrap() {
+        logs.push(pods.logs(&pod.metadata.name.unwrap(), &Default::default()).await.unwrap());
+    }
+    logs
 }
 
 async fn rayjob_state(sim: &Sim, name: &str) -> Option<kuberay::api::RayJob> {
@@ -441,22 +468,99 @@ async fn an_http_mode_rayjob_runs_once_to_complete_even_across_a_restart() {
     let running = running.expect("the RayJob runs");
     let first = operator.stop().await;
     let operator = Operator::start(&sim, first, None);
-    let mut done = None;
-    for _ in 0..600 {
-        let job = rayjob_state(&sim, "job").await.unwrap();
-        if job.status.as_ref().and_then(|s| s.job_deployment_status)
-            == Some(kuberay::api::rayjob::JobDeploymentStatus::Complete)
-        {
-            done = Some(job);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let done = done.expect("the RayJob completes");
+    let done = until_job_in(&sim, "job", &[JobDeploymentStatus::Complete]).await;
     let status = done.status.clone().unwrap();
     assert_eq!(status.job_status.map(|s| format!("{s:?}")), Some("Succeeded".to_string()));
     let job_id = status.job_id.clone().unwrap();
     assert_eq!(running.status.unwrap().job_id, Some(job_id.clone()), "the submission id was fixed before Running");
     assert_eq!(submissions(&sim, &done).await, vec![job_id], "one submission, with the id fixed in status");
+    assert_replays(&operator.stop().await);
+}
+
+/// What the submitter of a RayJob wrote: the Pods of its submitter Job, or the sidecar container of its head.
+async fn submitter_output(sim: &Sim, mode: &str, status: &kuberay::api::rayjob::RayJobStatus) -> String {
+    if mode != "SidecarMode" {
+        return submitter_logs(sim, "job").await.concat();
+    }
+    let pods = Api::<Pod>::namespaced(sim.client(), NS);
+    let cluster = status.ray_cluster_name.clone().unwrap();
+    let heads = ListParams::default().labels(&format!("ray.io/cluster={cluster},ray.io/node-type=head"));
+    let head = pods.list(&heads).await.unwrap().items.remove(0).metadata.name.unwrap();
+    let params = kube::api::LogParams { container: Some("ray-job-submitter".to_string()), ..Default::default() };
+    pods.logs(&head, &params).await.unwrap()
+}
+
+#[rstest::rstest]
+#[case::k8s_job_mode("K8sJobMode")]
+#[case::sidecar_mode("SidecarMode")]
+#[tokio::test(start_paused = true)]
+async fn a_submitter_submits_once_and_the_rayjob_completes(#[case] mode: &str) {
+    let sim = cluster(ControllerConfig::default());
+    install_crds(&sim).await;
+    let operator = Operator::start(&sim, Journal::in_memory().unwrap(), None);
+    let api: Api<kuberay::api::RayJob> = Api::namespaced(sim.client(), NS);
+    api.create(&PostParams::default(), &rayjob("job", mode, "bash -c 'echo hello from the job && sleep 4'"))
+        .await
+        .unwrap();
+    let done = until_job_in(&sim, "job", &[JobDeploymentStatus::Complete, JobDeploymentStatus::Failed]).await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(
+        (status.job_deployment_status, status.job_status.map(|s| format!("{s:?}"))),
+        (Some(JobDeploymentStatus::Complete), Some("Succeeded".to_string()))
+    );
+    let job_id = status.job_id.clone().unwrap();
+    assert_eq!(submissions(&sim, &done).await, vec![job_id.clone()]);
+    // In SidecarMode the RayJob completes by the dashboard's word, while the submitter may still be following.
+    let mut output = String::new();
+    for _ in 0..20 {
+        output = submitter_output(&sim, mode, &status).await;
+        if output.contains("succeeded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for line in [
+        format!("Job '{job_id}' submitted successfully"),
+        "hello from the job".to_string(),
+        format!("Job '{job_id}' succeeded"),
+    ] {
+        assert!(output.contains(&line), "{line:?} missing from the submitter's output:\n{output}");
+    }
+    assert_replays(&operator.stop().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_entrypoint_fails_the_rayjob_and_its_submitter_without_a_second_submission() {
+    let sim = cluster(ControllerConfig::default());
+    install_crds(&sim).await;
+    let operator = Operator::start(&sim, Journal::in_memory().unwrap(), None);
+    let api: Api<kuberay::api::RayJob> = Api::namespaced(sim.client(), NS);
+    let entrypoint = "python -c \"import sys; sys.exit(1)\"";
+    api.create(&PostParams::default(), &rayjob("job", "K8sJobMode", entrypoint)).await.unwrap();
+    let done = until_job_in(&sim, "job", &[JobDeploymentStatus::Complete, JobDeploymentStatus::Failed]).await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(
+        (status.job_deployment_status, status.reason.map(|r| r.to_string())),
+        (Some(JobDeploymentStatus::Failed), Some("AppFailed".to_string()))
+    );
+    assert_eq!(submissions(&sim, &done).await, vec![status.job_id.clone().unwrap()]);
+    // The submitter fails too (DEVIATIONS 1), and its retries follow the one job instead of submitting again.
+    let jobs = Api::<Job>::namespaced(sim.client(), NS);
+    let mut failed = None;
+    for _ in 0..120 {
+        let submitter = jobs.get("job").await.unwrap();
+        let conditions = submitter.status.and_then(|s| s.conditions).unwrap_or_default();
+        if let Some(condition) = conditions.into_iter().find(|c| c.type_ == "Failed" && c.status == "True") {
+            failed = Some(condition);
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(failed.and_then(|c| c.reason), Some("BackoffLimitExceeded".to_string()));
+    let logs = submitter_logs(&sim, "job").await;
+    assert_eq!(logs.len(), 3, "three attempts (backoffLimit 2)");
+    let submitted = logs.iter().filter(|log| log.contains("submitted successfully")).count();
+    assert_eq!(submitted, 1, "{logs:#?}");
+    assert!(logs.iter().all(|log| log.contains("failed")), "{logs:#?}");
     assert_replays(&operator.stop().await);
 }

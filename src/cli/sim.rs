@@ -37,7 +37,8 @@ pub struct SimArgs {
     #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_fraction)]
     pub pod_failure_rate: f64,
     /// Send every Ray head's dashboard requests to this real dashboard (`http://127.0.0.1:8265`) instead of
-    /// simulating one per head.
+    /// simulating one per head. RayJob submitters then run their command as a local process, with the real `ray`
+    /// CLI found on PATH and the dashboard address rewritten to this URL.
     #[arg(long, value_name = "URL")]
     pub ray_dashboard: Option<String>,
     /// Seeds the injected faults (`--seed` when not given).

@@ -3,19 +3,23 @@
 //!
 //! - **kubelet**: a new Pod goes Running after [`ControllerConfig::pod_start_delay`] (a pod IP from 10.244.0.0/16,
 //!   host IP 10.0.0.1, running containers, PodScheduled and Initialized), and Ready after
-//!   [`ControllerConfig::pod_ready_delay`] more. A Pod whose restartPolicy is not `Always` ends after
-//!   [`ControllerConfig::pod_run_duration`]: Succeeded with exit code 0, or Failed with exit code 1 when it fails
-//!   (it matches [`ControllerConfig::failing_pods`], is named in [`ControllerConfig::failing_pod_names`], or is
-//!   drawn with [`ControllerConfig::failure_rate`] and its seed). A failing `Always` Pod never gets Ready (its
-//!   container waits in CrashLoopBackOff with one restart).
+//!   [`ControllerConfig::pod_ready_delay`] more (while every container runs). How long a container runs depends on
+//!   what it runs: a Ray node (`ray start`) until its Pod goes; a RayJob submitter (a command that runs `ray job
+//!   submit`) until its command ends ([`super::submitter`], run by [`super::Sim::run_controllers`]); anything
+//!   else, in a Pod whose restartPolicy is not `Always`, for [`ControllerConfig::pod_run_duration`], then exits 0.
+//!   A Pod whose containers have all exited is Succeeded when they all exited 0, else Failed. A failing Pod (it
+//!   matches [`ControllerConfig::failing_pods`], is named in [`ControllerConfig::failing_pod_names`], or is drawn
+//!   with [`ControllerConfig::failure_rate`] and its seed) has every container exit 1 after the run duration when
+//!   it does not restart; a failing `Always` Pod never gets Ready (its containers wait in CrashLoopBackOff with one
+//!   restart).
 //!
 //!   Each container's output ([`pod_log`], `pods/NAME/log`) starts with the command line it runs (`command` and
-//!   `args`, or `<image entrypoint>`); a container that runs to completion then writes `simulated step K of 3` at
-//!   each third of its run, the last one as it exits. `follow` streams what is written until the container
+//!   `args`, or `<image entrypoint>`); a container that runs for the run duration then writes `simulated step K of
+//!   3` at each third of its run, the last one as it exits. A submitter's output is what its command prints. `follow` streams what is written until the container
 //!   terminates or its Pod is deleted ([`LogCursor`]).
 //!
 //!   Approximations: no nodes or scheduling (`spec.nodeName` stays as written), no probes, no in-place restarts of
-//!   `OnFailure` containers (the Pod fails), no graceful termination, and no `previous`, `sinceSeconds` or
+//!   `OnFailure` containers (the Pod fails), no restart of an exited container in an `Always` Pod, no graceful termination, and no `previous`, `sinceSeconds` or
 //!   `limitBytes` logs.
 //! - **Endpoints**: every Service with a selector has an Endpoints object of its name whose addresses are the
 //!   ready matching Pods with an IP (the others under `notReadyAddresses`), ports resolved from the Service's
@@ -39,11 +43,13 @@ use tokio::time::Instant;
 
 use super::clock::format_time;
 use super::error::ApiError;
+use super::network;
 use super::resources::{ResourceId, ResourceType};
 use super::selector::LabelSelector;
 use super::store::{
     ChangeKind, DeleteOptions, FieldValidation, ListOptions, Propagation, Store, Subresource, WatchPoll,
 };
+use super::submitter::Submitter;
 
 /// How the simulated kubelet paces and fails Pods.
 #[derive(Clone, Debug, PartialEq)]
@@ -103,19 +109,27 @@ enum Step {
     JobDeadline,
 }
 
-/// One object a timer is for: namespace, name and uid (a recreated object is another one).
+/// One object: namespace, name and uid (a recreated object is another one).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Target {
-    namespace: String,
-    name: String,
-    uid: String,
+pub(crate) struct Instance {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// A container whose command the kubelet does not end on its timer: a RayJob submitter ([`super::submitter`]), to
+/// be run by the caller of [`Controllers::step`].
+pub(crate) struct Launch {
+    pub pod: Instance,
+    pub container: Value,
+    pub submitter: Submitter,
 }
 
 /// The state of the controllers between steps: where they are in the watch history, and their timers.
 pub struct Controllers {
     config: ControllerConfig,
     cursors: BTreeMap<ResourceId, u64>,
-    timers: BTreeMap<(Instant, u64), (Step, Target)>,
+    timers: BTreeMap<(Instant, u64), (Step, Instance)>,
     sequence: u64,
     started: HashSet<String>,
     /// Jobs (by uid) whose activeDeadlineSeconds timer fired.
@@ -124,6 +138,7 @@ pub struct Controllers {
     /// The selectors of the Services that have one, by namespace and name: a Pod's change touches only the
     /// Services that select it (before or after), so that a step does not list every Pod.
     selectors: BTreeMap<String, BTreeMap<String, LabelSelector>>,
+    launches: Vec<Launch>,
 }
 
 const HOST_IP: &str = "10.0.0.1";
@@ -140,8 +155,8 @@ fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
     object.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
 }
 
-fn target_of(object: &Value) -> Target {
-    Target {
+fn target_of(object: &Value) -> Instance {
+    Instance {
         namespace: text(object, "/metadata/namespace").to_string(),
         name: text(object, "/metadata/name").to_string(),
         uid: text(object, "/metadata/uid").to_string(),
@@ -196,7 +211,13 @@ impl Controllers {
             past_deadline: HashSet::new(),
             next_pod_ip: u32::from(Ipv4Addr::new(10, 244, 0, 2)),
             selectors: BTreeMap::new(),
+            launches: Vec::new(),
         }
+    }
+
+    /// The submitter containers started since the last call.
+    pub(crate) fn take_launches(&mut self) -> Vec<Launch> {
+        std::mem::take(&mut self.launches)
     }
 
     /// When the next timer fires.
@@ -204,14 +225,14 @@ impl Controllers {
         self.timers.keys().next().map(|(at, _)| *at)
     }
 
-    fn schedule(&mut self, at: Instant, step: Step, target: Target) {
+    fn schedule(&mut self, at: Instant, step: Step, target: Instance) {
         self.sequence += 1;
         self.timers.insert((at, self.sequence), (step, target));
     }
 
     /// Reacts to every change since the last step and to the timers due by `now`.
     pub fn step(&mut self, store: &mut Store, now: Instant) {
-        let due: Vec<(Step, Target)> = {
+        let due: Vec<(Step, Instance)> = {
             let later = self.timers.split_off(&(now, u64::MAX));
             std::mem::replace(&mut self.timers, later).into_values().collect()
         };
@@ -309,7 +330,7 @@ impl Controllers {
         ip.to_string()
     }
 
-    fn advance_pod(&mut self, store: &mut Store, step: Step, target: &Target, now: Instant) {
+    fn advance_pod(&mut self, store: &mut Store, step: Step, target: &Instance, now: Instant) {
         let Some(pods) = resource(store, "", "v1", "pods") else { return };
         let Ok(pod) = store.get(&pods, Some(&target.namespace), &target.name) else { return };
         if text(&pod, "/metadata/uid") != target.uid || is_deleting(&pod) || is_terminal(&pod) {
@@ -321,13 +342,22 @@ impl Controllers {
         let mut next = pod.as_ref().clone();
         match step {
             Step::Start => {
+                let mut ends = false;
                 for container in containers(&pod) {
-                    store.append_log(&target.uid, text(container, "/name"), &command_line(container));
+                    match runs(container) {
+                        Runs::Submitter(submitter) => {
+                            self.launches.push(Launch { pod: target.clone(), container: container.clone(), submitter })
+                        }
+                        runs => {
+                            store.append_log(&target.uid, text(container, "/name"), &command_line(container));
+                            ends |= matches!(runs, Runs::ToCompletion);
+                        }
+                    }
                 }
                 let ip = self.pod_ip();
                 next["status"] = running_status(&pod, &ip, &time);
                 self.schedule(now + self.config.pod_ready_delay, Step::Ready, target.clone());
-                if !restarts {
+                if !restarts && (ends || failing) {
                     // Scheduled before Finish, so that the last line is written before the container exits.
                     for line in 1..=PROGRESS_LINES {
                         let at = now + self.config.pod_run_duration * line / PROGRESS_LINES;
@@ -337,7 +367,7 @@ impl Controllers {
                 }
             }
             Step::Progress(line) => {
-                for container in containers(&pod) {
+                for container in containers(&pod).filter(|c| matches!(runs(c), Runs::ToCompletion)) {
                     store.append_log(
                         &target.uid,
                         text(container, "/name"),
@@ -350,19 +380,21 @@ impl Controllers {
                 set_containers(&mut next, &json!({"waiting": {"reason": "CrashLoopBackOff"}}), false, 1)
             }
             Step::Ready => {
-                set_condition(&mut next, "ContainersReady", "True", &time);
-                set_condition(&mut next, "Ready", "True", &time);
-                let state = next.pointer("/status/containerStatuses/0/state").cloned().unwrap_or(json!({}));
-                set_containers(&mut next, &state, true, 0);
+                for status in container_statuses(&mut next) {
+                    let running = status.pointer("/state/running").is_some();
+                    status["ready"] = json!(running);
+                }
+                settle(&mut next, &time);
             }
             Step::Finish => {
-                let started = next.pointer("/status/startTime").cloned().unwrap_or(json!(time));
-                let (code, reason) = if failing { (1, "Error") } else { (0, "Completed") };
-                let state = json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": time}});
-                set_containers(&mut next, &state, false, 0);
-                set_condition(&mut next, "ContainersReady", "False", &time);
-                set_condition(&mut next, "Ready", "False", &time);
-                next["status"]["phase"] = json!(if failing { "Failed" } else { "Succeeded" });
+                let ending: Vec<String> = containers(&pod)
+                    .filter(|c| failing || matches!(runs(c), Runs::ToCompletion))
+                    .map(|c| text(c, "/name").to_string())
+                    .collect();
+                for name in ending {
+                    terminate(&mut next, &name, i32::from(failing), &time);
+                }
+                settle(&mut next, &time);
             }
             Step::JobDeadline => return,
         }
@@ -669,6 +701,89 @@ fn set_containers(pod: &mut Value, state: &Value, ready: bool, restarts: u32) {
         container["started"] = json!(state.get("running").is_some());
         container["restartCount"] = json!(restarts);
     }
+}
+
+/// How the simulated kubelet runs a container (module docs).
+enum Runs {
+    /// A Ray node (`ray start`): until its Pod goes.
+    Forever,
+    /// A RayJob submitter: until its command ends ([`super::submitter`]).
+    Submitter(Submitter),
+    /// Anything else: for [`ControllerConfig::pod_run_duration`] in a Pod that does not restart it.
+    ToCompletion,
+}
+
+fn runs(container: &Value) -> Runs {
+    if let Some(submitter) = Submitter::of(container) {
+        Runs::Submitter(submitter)
+    } else if command_line(container).contains("ray start") {
+        Runs::Forever
+    } else {
+        Runs::ToCompletion
+    }
+}
+
+fn container_statuses(pod: &mut Value) -> impl Iterator<Item = &mut Value> {
+    pod.pointer_mut("/status/containerStatuses").and_then(Value::as_array_mut).into_iter().flatten()
+}
+
+/// The named container exits with `code`.
+fn terminate(pod: &mut Value, container: &str, code: i32, time: &str) {
+    let started = pod.pointer("/status/startTime").cloned().unwrap_or(json!(time));
+    let reason = if code == 0 { "Completed" } else { "Error" };
+    for status in container_statuses(pod).filter(|status| text(status, "/name") == container) {
+        status["state"] =
+            json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": time}});
+        status["ready"] = json!(false);
+        status["started"] = json!(false);
+    }
+}
+
+/// The Pod's readiness and phase from its containers': Ready while every container is; once every container has
+/// exited, Succeeded when all exited 0, else Failed.
+fn settle(pod: &mut Value, time: &str) {
+    let statuses: Vec<Value> = container_statuses(pod).map(|status| status.clone()).collect();
+    let ready = if statuses.iter().all(|status| status["ready"] == json!(true)) { "True" } else { "False" };
+    set_condition(pod, "ContainersReady", ready, time);
+    set_condition(pod, "Ready", ready, time);
+    let exit_codes: Vec<i64> =
+        statuses.iter().filter_map(|status| status.pointer("/state/terminated/exitCode")?.as_i64()).collect();
+    if !statuses.is_empty() && exit_codes.len() == statuses.len() {
+        pod["status"]["phase"] = json!(if exit_codes.iter().all(|code| *code == 0) { "Succeeded" } else { "Failed" });
+    }
+}
+
+/// Whether the Pod is still this instance, running, and not being deleted.
+pub(crate) fn is_live(store: &Store, pod: &Instance) -> bool {
+    resource(store, "", "v1", "pods")
+        .and_then(|pods| store.get(&pods, Some(&pod.namespace), &pod.name).ok())
+        .is_some_and(|found| text(&found, "/metadata/uid") == pod.uid && !is_deleting(&found) && !is_terminal(&found))
+}
+
+/// A container of a live Pod exits with `code` (a submitter's command ended).
+pub(crate) fn finish_container(store: &mut Store, pod: &Instance, container: &str, code: i32) {
+    let Some(pods) = resource(store, "", "v1", "pods") else { return };
+    if !is_live(store, pod) {
+        return;
+    }
+    let Ok(current) = store.get(&pods, Some(&pod.namespace), &pod.name) else { return };
+    let time = format_time(store.now());
+    let mut next = current.as_ref().clone();
+    terminate(&mut next, container, code, &time);
+    settle(&mut next, &time);
+    let _ = store.update(&pods, Some(&pod.namespace), &pod.name, next, Subresource::Status, FieldValidation::Ignore);
+}
+
+/// Where `127.0.0.1:PORT` or `localhost:PORT` leads from inside a Pod: the Pod itself.
+pub(crate) fn own_port(store: &Store, pod: &Instance, authority: &str) -> Result<network::Target, ApiError> {
+    let refused = || ApiError::service_unavailable(&format!("dial tcp {authority}: connect: connection refused"));
+    let port = authority.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).ok_or_else(refused)?;
+    let pods = resource(store, "", "v1", "pods").ok_or_else(refused)?;
+    let found = store.get(&pods, Some(&pod.namespace), &pod.name).map_err(|_| refused())?;
+    if text(&found, "/metadata/uid") != pod.uid {
+        return Err(refused());
+    }
+    Ok(network::Target { pod: found, port })
 }
 
 /// Brings the Endpoints of a Service in line with the Pods it selects, or removes them with the Service.

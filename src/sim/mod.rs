@@ -3,7 +3,9 @@
 //! simulated cluster").
 //!
 //! [`Sim::run_controllers`] adds what a cluster runs besides the API server: a kubelet, the Endpoints controller
-//! and the Job controller ([`controllers`]). Every running Ray head Pod has a simulated Ray dashboard
+//! and the Job controller ([`controllers`]), and the RayJob submitters the kubelet starts — a K8sJobMode submitter
+//! Job's Pod, a SidecarMode head's `ray-job-submitter` container — whose dedup command is played against the
+//! dashboard ([`submitter`]; with a real Ray head, run as a local process with the real `ray` CLI). Every running Ray head Pod has a simulated Ray dashboard
 //! ([`dashboard`]; or, with [`RayDashboard::Real`], a real one), reached through `services/proxy` or, in-process,
 //! through [`Sim::send`] at the address a real cluster gives it (`<svc>.<ns>.svc.cluster.local:8265`). A job's
 //! log tail websocket (`/api/jobs/ID/logs/tail`) is served over TCP through `services/proxy`, as a real API server
@@ -105,6 +107,7 @@ mod rng;
 pub mod schema;
 pub mod selector;
 pub mod store;
+pub mod submitter;
 pub mod table;
 mod watch;
 
@@ -176,6 +179,8 @@ pub(crate) struct Shared {
     changed: tokio::sync::watch::Sender<u64>,
     bookmark_interval: Duration,
     processes: Vec<Arc<dyn network::Processes>>,
+    /// The real Ray head every dashboard is ([`RayDashboard::Real`]): submitters run their commands against it.
+    real_dashboard: Option<String>,
     faults: Faults,
     /// Draws for the faults of writes, in the order writes arrive.
     write_dice: Mutex<Dice>,
@@ -232,6 +237,10 @@ impl Sim {
             }
             RayDashboard::Real(url) => Arc::new(dashboard::RealDashboards::new(url)),
         };
+        let real_dashboard = match &config.ray_dashboard {
+            RayDashboard::Simulated => None,
+            RayDashboard::Real(url) => Some(url.clone()),
+        };
         let mut processes = config.processes;
         processes.push(dashboards);
         let store = Store::new(config.seed, config.clock, config.history_per_resource);
@@ -242,6 +251,7 @@ impl Sim {
                 changed,
                 bookmark_interval: config.bookmark_interval,
                 processes,
+                real_dashboard,
                 write_dice: Mutex::new(config.faults.dice(faults::WRITES, 0)),
                 faults: config.faults,
                 watches: AtomicU64::new(0),
@@ -297,13 +307,30 @@ impl Sim {
         }
     }
 
-    /// Runs the kubelet, the Endpoints controller and the Job controller ([`controllers`]) until the future is
-    /// dropped. They pace themselves on tokio's clock, so paused time drives them.
+    /// Runs the kubelet, the Endpoints controller and the Job controller ([`controllers`]), and the RayJob
+    /// submitters the kubelet starts ([`submitter`]), until the future is dropped. They pace themselves on tokio's
+    /// clock, so paused time drives them.
     pub async fn run_controllers(&self, config: ControllerConfig) {
         let mut changed = self.shared.subscribe();
         let mut controllers = Controllers::new(config);
+        // Dropped with this future: submitters end with the cluster (a real one's processes are killed).
+        let mut submitters = tokio::task::JoinSet::new();
         loop {
-            self.shared.write(|store| controllers.step(store, tokio::time::Instant::now()));
+            let launches = self.shared.write(|store| {
+                controllers.step(store, tokio::time::Instant::now());
+                controllers.take_launches()
+            });
+            for launch in launches {
+                let real_dashboard = self.shared.real_dashboard.clone();
+                let shared = self.shared.clone();
+                submitters.spawn(submitter::run(
+                    shared,
+                    launch.pod,
+                    launch.container,
+                    launch.submitter,
+                    real_dashboard,
+                ));
+            }
             let deadline = controllers.next_deadline();
             let timer = async {
                 match deadline {
@@ -318,6 +345,7 @@ impl Sim {
                     }
                 }
                 () = timer => {}
+                Some(_) = submitters.join_next(), if !submitters.is_empty() => {}
             }
         }
     }
