@@ -113,5 +113,6 @@ done
 echo "ray-head: dashboard up at $url after $((SECONDS - started)) s" >&2
 
 status=0
-KUBERAY_TEST_RAY_DASHBOARD="$url" "$@" || status=$?
+# KUBERAY_TEST_RAY_BIN: where the real `ray` CLI is, for the simulated cluster's submitters (tests/ray_head_rayjob.rs).
+KUBERAY_TEST_RAY_DASHBOARD="$url" KUBERAY_TEST_RAY_BIN="$venv/bin" "$@" || status=$?
 exit "$status"

@@ -93,11 +93,7 @@ fn every_rayjob_sample_completes_and_its_journal_replays() {
         .collect();
     assert_eq!(
         changes,
-        [
-            "New -> Initializing Initialized",
-            "Initializing -> Running ClusterReady",
-            "Running -> Complete JobFinished"
-        ]
+        ["New -> Initializing Initialized", "Initializing -> Running ClusterReady", "Running -> Complete JobFinished"]
     );
 
     let replay = kuberay(&["journal", "replay", "--journal", journal.to_str().unwrap()]);
