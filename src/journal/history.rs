@@ -10,7 +10,7 @@ use super::redact::redact_part;
 use super::store::Store;
 use super::{Damage, DamageKind, Entry, Journal, JournalError, Kind, Scanned};
 use crate::config::OperatorConfig;
-use crate::machine::{Decision, Input, Machine, MachineKind, Memory, ObjectRef, Part, fsm, machine_for};
+use crate::machine::{Decision, Input, Machine, MachineKind, Memory, ObjectRef, Part, machine_for};
 
 /// An Input and the Decision taken on it, read back together.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,11 +27,7 @@ pub struct Step {
 impl Step {
     /// The state the object was in before this step, as the machine's definition spells it.
     pub fn from_state(&self) -> String {
-        if self.memory.state.is_empty() {
-            fsm::definition_of(self.input.object.kind).map(|d| d.initial).unwrap_or_default()
-        } else {
-            self.memory.state.clone()
-        }
+        crate::machine::state_before(&self.memory, &self.input)
     }
 }
 

@@ -216,6 +216,9 @@ pub struct FailSpec {
 #[derive(Deserialize, Clone, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
+    /// The state before the step ([`super::state_before`]), when the fixture checks it.
+    #[serde(default)]
+    pub from: Option<String>,
     pub next: String,
     pub reason: String,
     /// Every command's summary, in order.
@@ -383,7 +386,7 @@ fn drive(
             .map_err(|e| mismatch(number, "observation", "decodable objects", e))?;
         let input = Input { object: object.clone(), trigger, now: Time(now), observation };
         let decision = step_machine(&memory, &input).map_err(|e| mismatch(number, "step", "a journaled step", e))?;
-        let from = if memory.state.is_empty() { definition.initial.clone() } else { memory.state.clone() };
+        let from = super::state_before(&memory, &input);
         let transition = definition.transition(&from, &decision.next, &decision.reason);
         let record = StepRecord { memory: memory.clone(), input, decision, transition };
         let checked = check(number, &step.expect, &definition, &from, &record);
@@ -409,6 +412,9 @@ fn check(
         let actual = format!("{from} -> {} {}", decision.next, decision.reason);
         mismatch(number, "transition", format!("one of state-machines/{}.yaml", definition.name), actual)
     })?;
+    if let Some(expected) = expect.from.as_deref().filter(|expected| *expected != from) {
+        return Err(mismatch(number, "from", expected, from));
+    }
     let summaries: Vec<String> = decision.commands.iter().map(Command::summary).collect();
     let allowed = &definition.transitions[transition];
     if let Some(summary) = summaries.iter().find(|summary| !allowed.allows_command(summary)) {

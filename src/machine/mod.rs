@@ -290,6 +290,23 @@ pub trait Machine: Send + Sync {
     fn step(&self, memory: &Memory, input: &Input) -> Decision;
 }
 
+/// The state an object was in before a step, as its machine's definition spells it: what the last Decision left in
+/// the memory, except where the object's status is the durable record of the state (a RayJob's
+/// `jobDeploymentStatus`), so that a replica with an empty memory (a restart, a failover) reports the transition
+/// from where the object really was, not from the initial state.
+pub fn state_before(memory: &Memory, input: &Input) -> String {
+    if let Observation::RayJob(observation) = &input.observation
+        && let Some(state) = rayjob::state_shown(memory, observation)
+    {
+        return state.name().to_string();
+    }
+    if memory.state.is_empty() {
+        fsm::definition_of(input.object.kind).map(|d| d.initial).unwrap_or_default()
+    } else {
+        memory.state.clone()
+    }
+}
+
 /// The machine that steps objects of `kind` under `config`; None for a kind no machine steps yet.
 pub fn machine_for(kind: MachineKind, config: &crate::config::OperatorConfig) -> Option<Box<dyn Machine>> {
     match kind {

@@ -121,6 +121,9 @@ impl State {
         }
     }
 
+    /// The states only the memory knows: the status shows none of them.
+    const UNSHOWN: [State; 3] = [State::Unmanaged, State::Deleting, State::Deleted];
+
     fn of_deployment(status: JobDeploymentStatus) -> State {
         match status {
             JobDeploymentStatus::New => State::New,
@@ -135,6 +138,17 @@ impl State {
             JobDeploymentStatus::ValidationFailed => State::ValidationFailed,
         }
     }
+}
+
+/// The state a RayJob's status shows it in (its `jobDeploymentStatus`), unless the memory holds one the status never
+/// shows (Unmanaged, Deleting, Deleted), or the RayJob is gone; None when neither tells.
+pub fn state_shown(memory: &Memory, observation: &JobObservation) -> Option<State> {
+    let remembered = State::ALL.into_iter().find(|state| state.name() == memory.state);
+    if let Some(state) = remembered.filter(|state| State::UNSHOWN.contains(state)) {
+        return Some(state);
+    }
+    let status = observation.job.as_ref()?.status.as_ref();
+    Some(State::of_deployment(status.and_then(|status| status.job_deployment_status).unwrap_or_default()))
 }
 
 /// Why a Decision was taken: the reason of the transition it follows.

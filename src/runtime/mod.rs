@@ -317,7 +317,7 @@ impl Dispatcher {
             }
         };
         let Executed { decision, failure } = executed;
-        let from_state = if from.state.is_empty() { "New".to_string() } else { from.state.clone() };
+        let from_state = crate::machine::state_before(&from, &input);
         metrics.transition(key.kind, &from_state, &decision.next, &decision.reason);
         if from_state != decision.next {
             tracing::info!(object = %input.object, from = %from_state, to = %decision.next, reason = %decision.reason, "transition");
