@@ -6,6 +6,8 @@
 //! Every test names its RayJob uniquely: the head is shared by all the tests of a run, and by earlier runs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a failing test should stop loudly
 
+mod common;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -118,22 +120,13 @@ impl Cluster {
     }
 
     async fn create(&self, name: &str, mode: &str, entrypoint: &str) {
-        let job: RayJob = serde_json::from_value(json!({
-            "apiVersion": "ray.io/v1",
-            "kind": "RayJob",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {
-                "submissionMode": mode,
-                "entrypoint": entrypoint,
-                "rayClusterSpec": {
-                    "rayVersion": "2.60.0",
-                    "headGroupSpec": {"rayStartParams": {}, "template": {"spec": {"containers": [
-                        {"name": "ray-head", "image": "rayproject/ray:2.60.0", "ports": [{"containerPort": 8265, "name": "dashboard"}]}
-                    ]}}},
-                },
-            }
-        }))
-        .unwrap();
+        let cluster_spec = json!({
+            "rayVersion": "2.60.0",
+            "headGroupSpec": {"rayStartParams": {}, "template": {"spec": {"containers": [
+                {"name": "ray-head", "image": "rayproject/ray:2.60.0", "ports": [{"containerPort": 8265, "name": "dashboard"}]}
+            ]}}},
+        });
+        let job = common::rayjob(name, mode, entrypoint, cluster_spec);
         Api::<RayJob>::namespaced(self.client.clone(), NS).create(&PostParams::default(), &job).await.unwrap();
     }
 

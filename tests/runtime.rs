@@ -3,6 +3,8 @@
 //! restarts and failovers, and leader election. Every run's journal replays with no divergence.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a failing test should stop loudly
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -396,17 +398,8 @@ async fn with_leader_election_only_one_replica_acts() {
 }
 
 fn rayjob(name: &str, mode: &str, entrypoint: &str) -> kuberay::api::RayJob {
-    serde_json::from_value(json!({
-        "apiVersion": "ray.io/v1",
-        "kind": "RayJob",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "submissionMode": mode,
-            "entrypoint": entrypoint,
-            "rayClusterSpec": raycluster("unused", 1, json!({})).spec,
-        }
-    }))
-    .unwrap()
+    let cluster_spec = serde_json::to_value(raycluster("unused", 1, json!({})).spec).unwrap();
+    common::rayjob(name, mode, entrypoint, cluster_spec)
 }
 
 fn rayjob_http(name: &str) -> kuberay::api::RayJob {

@@ -499,14 +499,19 @@ impl Controllers {
     }
 }
 
-/// What a container runs, as one line.
-fn command_line(container: &Value) -> String {
-    let words: Vec<&str> = ["command", "args"]
+/// The words a container runs: its `command`, then its `args`.
+pub(super) fn command_words(container: &Value) -> Vec<&str> {
+    ["command", "args"]
         .iter()
         .filter_map(|field| container.get(*field).and_then(Value::as_array))
         .flatten()
         .filter_map(Value::as_str)
-        .collect();
+        .collect()
+}
+
+/// What a container runs, as one line.
+fn command_line(container: &Value) -> String {
+    let words = command_words(container);
     if words.is_empty() { "<image entrypoint>".to_string() } else { words.join(" ") }
 }
 

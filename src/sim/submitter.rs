@@ -140,12 +140,7 @@ impl Submitter {
 /// The shell line a container runs: the script of `sh -c`/`bash -ce …`, else its words joined. None when it runs
 /// its image's entrypoint.
 fn script(container: &Value) -> Option<String> {
-    let words: Vec<&str> = ["command", "args"]
-        .iter()
-        .filter_map(|field| container.get(*field).and_then(Value::as_array))
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let words = controllers::command_words(container);
     let shell = words.first().is_some_and(|program| program.ends_with("sh"));
     let flag = words.iter().position(|w| w.starts_with('-') && !w.starts_with("--") && w.contains('c'));
     match (shell, flag) {
@@ -370,13 +365,7 @@ async fn execute(io: &Io, container: &Value, submitter: &Submitter, url: &str) -
     let url = url.trim_end_matches('/');
     let real_authority = url.split_once("://").map_or(url, |(_, rest)| rest);
     let rewrite = |text: &str| text.replace(&submitter.address, url).replace(submitter.authority(), real_authority);
-    let words: Vec<String> = ["command", "args"]
-        .iter()
-        .filter_map(|field| container.get(*field).and_then(Value::as_array))
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(rewrite)
-        .collect();
+    let words: Vec<String> = controllers::command_words(container).into_iter().map(rewrite).collect();
     let Some((program, args)) = words.split_first() else { return 1 };
     let mut command = tokio::process::Command::new(program);
     command

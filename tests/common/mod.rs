@@ -58,3 +58,14 @@ pub fn kuberay_samples() -> Vec<PathBuf> {
     walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/kuberay-v1.3.0/samples"), &mut out);
     out
 }
+
+/// A RayJob in `default` that submits `entrypoint` in `mode` to a cluster of `cluster_spec`.
+pub fn rayjob(name: &str, mode: &str, entrypoint: &str, cluster_spec: serde_json::Value) -> kuberay::api::RayJob {
+    serde_json::from_value(json!({
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"submissionMode": mode, "entrypoint": entrypoint, "rayClusterSpec": cluster_spec},
+    }))
+    .expect("a valid RayJob")
+}
