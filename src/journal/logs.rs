@@ -49,7 +49,8 @@ impl<S: Store> Journal<S> {
     /// Journals lines of a job's output under `object`, redacted; returns the record's seq.
     pub fn append_logs(&mut self, object: &ObjectRef, logs: &JobLogs) -> Result<u64, JournalError> {
         let lines = logs.lines.iter().map(|line| redact::redact_log_line(line).into_owned()).collect();
-        let redacted = JobLogs { lines, job_id: logs.job_id.clone(), first_line: logs.first_line, time: logs.time.clone() };
+        let redacted =
+            JobLogs { lines, job_id: logs.job_id.clone(), first_line: logs.first_line, time: logs.time.clone() };
         let part = Part { name: LOGS_PART.to_string(), json: serde_json::to_vec(&redacted)? };
         self.append(Kind::Logs, Some(object), &[part])
     }
@@ -105,7 +106,12 @@ mod tests {
     }
 
     fn logs(job_id: &str, first_line: u64, lines: &[&str]) -> JobLogs {
-        JobLogs { job_id: job_id.into(), first_line, lines: lines.iter().map(|l| l.to_string()).collect(), time: at(10) }
+        JobLogs {
+            job_id: job_id.into(),
+            first_line,
+            lines: lines.iter().map(|l| l.to_string()).collect(),
+            time: at(10),
+        }
     }
 
     #[test]

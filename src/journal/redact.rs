@@ -356,7 +356,10 @@ mod tests {
     #[case::url_query("GET /data?token=abc&page=2", "GET /data?token=<redacted>&page=2")]
     #[case::flag_with_equals("ray start --redis-password=s3 --block", "ray start --redis-password=<redacted> --block")]
     #[case::flag_with_space("ray start --redis-username admin", "ray start --redis-username <redacted>")]
-    #[case::redis_url("connecting to redis://admin:s3@redis:6379/0 ...", "connecting to redis://admin:<redacted>@redis:6379/0 ...")]
+    #[case::redis_url(
+        "connecting to redis://admin:s3@redis:6379/0 ...",
+        "connecting to redis://admin:<redacted>@redis:6379/0 ..."
+    )]
     #[case::rediss_url_bare_password("url='rediss://s3@redis:6379'", "url='rediss://<redacted>@redis:6379'")]
     #[case::two_urls("REDIS://:a@x redis://:b@y", "REDIS://:<redacted>@x redis://:<redacted>@y")]
     #[case::reference("export TOKEN=$HF_TOKEN", "export TOKEN=$HF_TOKEN")]

@@ -32,9 +32,21 @@ type Reply = oneshot::Sender<Result<Decision, Arc<EngineError>>>;
 type CountReply = oneshot::Sender<Result<u64, Arc<EngineError>>>;
 
 enum Request {
-    Step { memory: Memory, input: Input, reply: Reply },
-    Logs { object: ObjectRef, logs: JobLogs },
-    LoggedLines { object: ObjectRef, job_id: String, reply: CountReply },
+    /// The Input boxed: it is large, and the other requests are small.
+    Step {
+        memory: Memory,
+        input: Box<Input>,
+        reply: Reply,
+    },
+    Logs {
+        object: ObjectRef,
+        logs: JobLogs,
+    },
+    LoggedLines {
+        object: ObjectRef,
+        job_id: String,
+        reply: CountReply,
+    },
 }
 
 /// A handle on the journaling engine; cloning shares it.
@@ -67,7 +79,10 @@ impl Journaler {
     /// Journals the Input, steps the machine, journals the Decision, and returns it once it is durable.
     pub async fn step(&self, memory: Memory, input: Input) -> Result<Decision, StepError> {
         let (reply, answer) = oneshot::channel();
-        self.requests.send(Request::Step { memory, input, reply }).await.map_err(|_| StepError::Stopped)?;
+        self.requests
+            .send(Request::Step { memory, input: Box::new(input), reply })
+            .await
+            .map_err(|_| StepError::Stopped)?;
         Ok(answer.await.map_err(|_| StepError::Stopped)??)
     }
 
@@ -186,9 +201,8 @@ fn step_batch<S: Store>(mut engine: Engine<S>, batch: Vec<Request>, metrics: &Me
     let committed = engine.commit();
     metrics.commit(started.elapsed());
     match committed {
-        Ok(_) => answers.extend(
-            stepped.into_iter().map(|(reply, decision)| Answer::Decision(reply, decision.map_err(Arc::new))),
-        ),
+        Ok(_) => answers
+            .extend(stepped.into_iter().map(|(reply, decision)| Answer::Decision(reply, decision.map_err(Arc::new)))),
         Err(error) => {
             // Nothing of this batch is durable, so none of its commands may run.
             let error = Arc::new(error);

@@ -135,8 +135,11 @@ pub async fn run<S: Store + Send + 'static>(
     let journal_task = tokio::spawn(journal_task.run());
     let (changes, receiver) = mpsc::channel(1024);
     watch::spawn_all(&client, &config.namespaces, changes);
-    let tail_context =
-        tails::Context { journaler: journaler.clone(), dashboards: config.dashboards.clone(), clock: config.clock.clone() };
+    let tail_context = tails::Context {
+        journaler: journaler.clone(),
+        dashboards: config.dashboards.clone(),
+        clock: config.clock.clone(),
+    };
     let shared = Arc::new(Shared {
         journaler,
         executor: Executor::new(client, config.dashboards.clone()),

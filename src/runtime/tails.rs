@@ -280,9 +280,255 @@ impl Reader<'_> {
             }
         }
         let Some(first_line) = first_line else { return };
-        let logs = JobLogs { job_id: self.target.job_id.clone(), first_line, lines, time: Time(self.context.clock.now()) };
+        let logs =
+            JobLogs { job_id: self.target.job_id.clone(), first_line, lines, time: Time(self.context.clock.now()) };
         self.position = logs.end();
         // The journaler gone means the operator is stopping: nothing more to journal.
         let _ = self.context.journaler.logs(self.object.clone(), logs).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use rstest::rstest;
+    use serde_json::json;
+
+    use super::*;
+    use crate::clock::TokioClock;
+    use crate::config::OperatorConfig;
+    use crate::engine::Engine;
+    use crate::journal::history::history;
+    use crate::journal::store::MemStore;
+    use crate::journal::{Journal, Retention};
+    use crate::machine::{JobObservation, MachineKind, Memory, Trigger};
+    use crate::runtime::journaler::JournalTask;
+    use crate::runtime::metrics::Metrics;
+
+    /// One connection of a scripted dashboard: refused, or these frames, each after its delay, then the end.
+    enum Connection {
+        Refused(RayError),
+        Frames(Vec<(u64, Result<&'static str, RayError>)>),
+    }
+
+    /// A dashboard whose tails follow a script, one connection per tail; past the script, nothing is there.
+    struct Scripted {
+        connections: Mutex<Vec<Connection>>,
+        tails: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl crate::ray::Transport for Scripted {
+        async fn send(&self, _: http::Request<Bytes>) -> crate::ray::Result<http::Response<Bytes>> {
+            Err(RayError::Unavailable("not scripted".into()))
+        }
+
+        async fn tail(&self, path: &str) -> crate::ray::Result<LogStream> {
+            self.tails.lock().unwrap().push(path.to_string());
+            let mut connections = self.connections.lock().unwrap();
+            let next = if connections.is_empty() {
+                Connection::Refused(RayError::Unavailable("gone".into()))
+            } else {
+                connections.remove(0)
+            };
+            match next {
+                Connection::Refused(error) => Err(error),
+                Connection::Frames(frames) => Ok(futures::stream::iter(frames)
+                    .then(|(delay, frame)| async move {
+                        tokio::time::sleep(Duration::from_secs(delay)).await;
+                        frame.map(str::to_string)
+                    })
+                    .boxed()),
+            }
+        }
+    }
+
+    fn object() -> ObjectRef {
+        ObjectRef { kind: MachineKind::RayJob, namespace: "ns".into(), name: "job".into(), uid: "uid-1".into() }
+    }
+
+    fn key() -> Key {
+        Key { kind: MachineKind::RayJob, namespace: "ns".into(), name: "job".into() }
+    }
+
+    fn target() -> Target {
+        Target { address: "job-head-svc.ns.svc.cluster.local:8265".into(), job_id: "job-1".into() }
+    }
+
+    struct Running {
+        context: Context,
+        task: JoinHandle<Result<Engine<MemStore>, Arc<crate::engine::EngineError>>>,
+        dashboard: Arc<Scripted>,
+    }
+
+    fn start(connections: Vec<Connection>) -> Running {
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at("2025-01-01T00:00:00Z".parse().unwrap()));
+        let config = OperatorConfig::default();
+        let engine = Engine::start(Journal::in_memory().unwrap(), &config, Time(clock.now())).unwrap();
+        let retention = Retention { gone_ttl: Duration::from_secs(60), max_bytes: None };
+        let (journaler, task): (Journaler, JournalTask<MemStore>) =
+            Journaler::start(engine, retention, clock.clone(), Arc::new(Metrics::new()));
+        let dashboard = Arc::new(Scripted { connections: Mutex::new(connections), tails: Mutex::new(Vec::new()) });
+        let transport = dashboard.clone();
+        let dashboards =
+            Dashboards::Custom(Arc::new(move |_: &str| -> Arc<dyn crate::ray::Transport> { transport.clone() }));
+        Running { context: Context { journaler, dashboards, clock }, task: tokio::spawn(task.run()), dashboard }
+    }
+
+    /// Stops the tails and the journal; the job output journaled, one record per element.
+    async fn journaled(mut tails: Tails, running: Running) -> Vec<(u64, Vec<String>)> {
+        tails.stop_all().await;
+        drop(running.context);
+        let journal = running.task.await.unwrap().unwrap().into_journal();
+        let logs = history(&journal, Some(&[object()])).unwrap().logs;
+        logs.into_iter().map(|logged| (logged.logs.first_line, logged.logs.lines)).collect()
+    }
+
+    fn lines(lines: &[&str]) -> Vec<String> {
+        lines.iter().map(|line| line.to_string()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lines_are_journaled_once_across_failures_and_reconnects() {
+        let running = start(vec![
+            Connection::Refused(RayError::NotFound("Job job-1 does not exist".into())),
+            Connection::Frames(vec![
+                (1, Ok("l0\nl1\nl2\n")),
+                (1, Ok("l3\npar")),
+                (1, Err(RayError::Unavailable("cut".into()))),
+            ]),
+            Connection::Frames(vec![(1, Ok("l0\nl1\nl2\nl3\n")), (0, Ok("partial\n\nl6\n")), (1, Ok("l7"))]),
+        ]);
+        // What an earlier run journaled: the backlog's first two lines.
+        running
+            .context
+            .journaler
+            .logs(
+                object(),
+                JobLogs {
+                    job_id: "job-1".into(),
+                    first_line: 0,
+                    lines: lines(&["l0", "l1"]),
+                    time: Time(running.context.clock.now()),
+                },
+            )
+            .await
+            .unwrap();
+        let mut tails = Tails::default();
+        tails.follow(&key(), &object(), Some(target()), &running.context);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let task = tails.following.get(&key()).map(|tail| tail.task.is_finished());
+        assert_eq!(task, Some(true), "the dashboard closed the tail: the job has ended");
+        assert_eq!(running.dashboard.tails.lock().unwrap().len(), 3, "refused, broken off, closed");
+        let dashboard = running.dashboard.clone();
+        assert_eq!(
+            journaled(tails, running).await,
+            [
+                (0, lines(&["l0", "l1"])),
+                (2, lines(&["l2"])),
+                (3, lines(&["l3"])),
+                (4, lines(&["partial", "", "l6"])),
+                (7, lines(&["l7"])),
+            ],
+            "the unfinished `par` of the broken connection came whole with the next one"
+        );
+        assert_eq!(dashboard.tails.lock().unwrap()[0], "/api/jobs/job-1/logs/tail");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tail_drains_when_the_job_leaves_running_and_stops_when_it_is_gone() {
+        let running = start(vec![
+            Connection::Frames(vec![(1, Ok("a\n")), (5, Ok("b\n")), (20, Ok("too late\n"))]),
+            Connection::Frames(vec![(1, Ok("x\n")), (100, Ok("never\n"))]),
+        ]);
+        let mut tails = Tails::default();
+        tails.follow(&key(), &object(), Some(target()), &running.context);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        tails.follow(&key(), &object(), Some(target()), &running.context);
+        assert_eq!(running.dashboard.tails.lock().unwrap().len(), 1, "the same job keeps its tail");
+        tails.follow(&key(), &object(), None, &running.context);
+        assert!(tails.following.is_empty());
+        tokio::time::sleep(DRAIN_GRACE + Duration::from_secs(1)).await;
+        assert!(tails.draining.iter().all(JoinHandle::is_finished), "drained within the grace");
+        let other = Target { job_id: "job-2".into(), ..target() };
+        tails.follow(&key(), &object(), Some(other), &running.context);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        tails.stop(&key());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let journal = journaled(tails, running).await;
+        assert_eq!(journal, [(0, lines(&["a"])), (1, lines(&["b"])), (0, lines(&["x"]))]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transport_that_cannot_tail_ends_the_task_without_retrying() {
+        let running = start(vec![Connection::Refused(RayError::Unsupported("log tailing"))]);
+        let mut tails = Tails::default();
+        tails.follow(&key(), &object(), Some(target()), &running.context);
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert_eq!(running.dashboard.tails.lock().unwrap().len(), 1);
+        assert_eq!(journaled(tails, running).await, []);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_back_off_up_to_the_maximum() {
+        let running = start(Vec::new());
+        let mut tails = Tails::default();
+        tails.follow(&key(), &object(), Some(target()), &running.context);
+        tokio::time::sleep(Duration::from_secs(2 + 4 + 8 + 16 + 30 + 30) + Duration::from_millis(500)).await;
+        assert_eq!(running.dashboard.tails.lock().unwrap().len(), 7, "at 0, 2, 6, 14, 30, 60 and 90 s");
+        journaled(tails, running).await;
+    }
+
+    fn job_step(
+        mode: &str,
+        next: &str,
+        observed: serde_json::Value,
+        written: Option<serde_json::Value>,
+    ) -> (Input, Decision) {
+        let job: crate::api::RayJob = serde_json::from_value(json!({
+            "apiVersion": "ray.io/v1", "kind": "RayJob",
+            "metadata": {"name": "job", "namespace": "ns", "uid": "uid-1"},
+            "spec": {"submissionMode": mode, "entrypoint": "echo hi"},
+            "status": observed,
+        }))
+        .unwrap();
+        let input = Input {
+            object: object(),
+            trigger: Trigger::Resync,
+            now: Time(jiff::Timestamp::UNIX_EPOCH),
+            observation: Observation::RayJob(JobObservation { job: Some(job), ..Default::default() }),
+        };
+        let decision = Decision {
+            next: next.into(),
+            commands: written.into_iter().map(|status| Command::WriteStatus { status }).collect(),
+            reason: "Reconciled".into(),
+            explanation: String::new(),
+            memory: Memory::default(),
+        };
+        (input, decision)
+    }
+
+    #[rstest]
+    #[case::http_running("HTTPMode", "Running", json!({"jobId": "j", "dashboardURL": "d:8265"}), None, Some(("d:8265", "j")))]
+    #[case::sidecar_running("SidecarMode", "Running", json!({"jobId": "j", "dashboardURL": "d:8265"}), None, Some(("d:8265", "j")))]
+    #[case::k8s_job_mode("K8sJobMode", "Running", json!({"jobId": "j", "dashboardURL": "d:8265"}), None, None)]
+    #[case::interactive_mode("InteractiveMode", "Running", json!({"jobId": "j", "dashboardURL": "d:8265"}), None, None)]
+    #[case::not_running("HTTPMode", "Complete", json!({"jobId": "j", "dashboardURL": "d:8265"}), None, None)]
+    #[case::no_job_id("HTTPMode", "Running", json!({"dashboardURL": "d:8265"}), None, None)]
+    #[case::empty_dashboard("HTTPMode", "Running", json!({"jobId": "j", "dashboardURL": ""}), None, None)]
+    #[case::written_by_the_decision("HTTPMode", "Running", json!({}), Some(json!({"jobId": "j2", "dashboardURL": "e:8265"})), Some(("e:8265", "j2")))]
+    fn only_running_http_and_sidecar_jobs_are_tailed(
+        #[case] mode: &str,
+        #[case] next: &str,
+        #[case] observed: serde_json::Value,
+        #[case] written: Option<serde_json::Value>,
+        #[case] expected: Option<(&str, &str)>,
+    ) {
+        let (input, decision) = job_step(mode, next, observed, written);
+        let expected = expected.map(|(address, job_id)| Target { address: address.into(), job_id: job_id.into() });
+        assert_eq!(Target::of(&input, &decision), expected);
     }
 }
