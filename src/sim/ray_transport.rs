@@ -51,9 +51,13 @@ impl Transport for SimTransport {
             Err(_) => Err(RayError::Unavailable(format!("{what}: no handshake within {:?}", self.timeout))),
             Ok(Err(refused)) => {
                 let status = http::StatusCode::from_u16(refused.code).unwrap_or(http::StatusCode::BAD_GATEWAY);
-                match crate::ray::error::from_status(status, refused.message.as_bytes()) {
-                    RayError::Unavailable(message) => Err(RayError::Unavailable(format!("{what}: {message}"))),
-                    error => Err(error),
+                // The dashboard's refusal comes with its HTTP reason phrase, the proxy's own errors (no such Service,
+                // nothing listening) with an API reason (`NotFound`, `ServiceUnavailable`): only the first is the
+                // dashboard's word on the job.
+                if status.canonical_reason() == Some(refused.reason) {
+                    Err(crate::ray::error::from_status(status, refused.message.as_bytes()))
+                } else {
+                    Err(RayError::Unavailable(format!("{what}: {}", refused.message)))
                 }
             }
             Ok(Ok(frames)) => Ok(frames.map(Ok).boxed()),
