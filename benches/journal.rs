@@ -123,6 +123,7 @@ fn journal_replay(dir: &Path, decode: bool) -> (usize, Duration) {
             match entry.kind {
                 Kind::Input => drop(std::hint::black_box(entry.input().expect("input"))),
                 Kind::Decision { .. } => drop(std::hint::black_box(entry.decision().expect("decision"))),
+                Kind::Logs => drop(std::hint::black_box(entry.logs().expect("logs"))),
                 Kind::Session => {}
             }
         }

@@ -20,7 +20,7 @@ mod journal;
 pub mod operator;
 mod sim;
 
-pub use journal::{EXIT_DAMAGED, FixtureCommand, JournalCommand};
+pub use journal::{EXIT_DAMAGED, FixtureCommand, JournalCommand, audit};
 pub use sim::SimArgs;
 
 #[derive(Parser, Debug)]

@@ -9,9 +9,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::config::OperatorConfig;
 use crate::journal::store::{SledStore, Store};
-use crate::journal::{Journal, JournalError, Session};
+use crate::journal::{JobLogs, Journal, JournalError, Session};
 use crate::journal::{Retention, RetentionReport};
-use crate::machine::{Decision, Input, Machine, MachineKind, Memory, machine_for};
+use crate::machine::{Decision, Input, Machine, MachineKind, Memory, ObjectRef, machine_for};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -63,6 +63,12 @@ impl<S: Store> Engine<S> {
             tracing::warn!(object = %input.object, seq = decision_seq, "this step will not replay as it was taken");
         }
         Ok(decision)
+    }
+
+    /// Journals lines of a job's output under its object, between the steps: no machine reads them. Durable with
+    /// the next [`Engine::commit`].
+    pub fn journal_logs(&mut self, object: &ObjectRef, logs: &JobLogs) -> Result<u64, EngineError> {
+        Ok(self.journal.append_logs(object, logs)?)
     }
 
     /// How many steps so far will not replay as they were taken.

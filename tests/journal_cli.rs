@@ -83,6 +83,9 @@ fn audit_prints_one_line_per_transition_and_why_ends_with_the_state() {
         "{out}"
     );
     assert!(out.lines().any(|line| line.contains(" Deleting -> Deleted ClusterGone")), "{out}");
+    let with_logs = kuberay(&["journal", "audit", "raycluster/default/raycluster-ft", "--logs", "--journal", dir]);
+    assert_eq!(with_logs.status.code(), Some(0));
+    assert_eq!(text(&with_logs.stdout), out, "no job ran here: --logs adds nothing");
     let why = kuberay(&["journal", "why", "raycluster/default/raycluster-kuberay", "--journal", dir]);
     assert_eq!(why.status.code(), Some(0));
     let why = text(&why.stdout);

@@ -156,10 +156,24 @@ async fn serve_applications_deploy_and_bad_configs_are_refused() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_simulated_transports_do_not_tail_logs() {
-    let client = dashboard().await;
-    client.submit_job(&submission("echo hi", "job-tail")).await.unwrap();
-    assert_eq!(client.tail_job_logs("job-tail").await.err(), Some(RayError::Unsupported("log tailing")));
+async fn the_in_process_transport_tails_logs_and_the_proxy_transport_does_not() {
+    let sim = cluster(Faults::default()).await;
+    let client = DashboardClient::new(SimTransport::new(sim.clone(), DASHBOARD));
+    client.submit_job(&submission("echo one; sleep 4; echo two", "job-tail")).await.unwrap();
+    let tail = client.tail_job_logs("job-tail").await.unwrap();
+    let frames: Vec<String> =
+        futures::StreamExt::collect::<Vec<_>>(tail).await.into_iter().map(Result::unwrap).collect();
+    assert!(frames.len() >= 2, "the backlog, then the lines as they come: {frames:?}");
+    assert_eq!(frames.concat(), client.job_logs("job-tail").await.unwrap(), "the whole log, once");
+    assert!(frames.concat().ends_with("one\ntwo\n"), "{frames:?}");
+    let unknown = client.tail_job_logs("nope").await.err();
+    assert_eq!(unknown, Some(RayError::NotFound("Job nope does not exist on the cluster".into())));
+    let nowhere = DashboardClient::new(SimTransport::new(sim.clone(), "nope-head-svc.default.svc.cluster.local:8265"));
+    assert!(
+        matches!(nowhere.tail_job_logs("job-tail").await, Err(RayError::Unavailable(m)) if m.contains("not found"))
+    );
+    let proxied = DashboardClient::new(ProxyTransport::new(sim.client(), "default", "c-head-svc"));
+    assert_eq!(proxied.tail_job_logs("job-tail").await.err(), Some(RayError::Unsupported("log tailing")));
 }
 
 #[tokio::test(start_paused = true)]

@@ -557,3 +557,58 @@ async fn a_failing_entrypoint_fails_the_rayjob_and_its_submitter_without_a_secon
     assert!(logs.iter().all(|log| log.contains("failed")), "{logs:#?}");
     assert_replays(&operator.stop().await);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_running_jobs_output_is_journaled_once_across_a_restart() {
+    let sim = cluster(ControllerConfig::default());
+    install_crds(&sim).await;
+    let operator = Operator::start(&sim, Journal::in_memory().unwrap(), None);
+    let mut job = rayjob_http("job");
+    // Four lines of its own, written at 3, 6, 9 and 12 s of a 12 s run, after Ray's two.
+    job.spec.entrypoint = Some("echo one; sleep 6; echo two; sleep 6; echo three; echo four".to_string());
+    Api::<kuberay::api::RayJob>::namespaced(sim.client(), NS).create(&PostParams::default(), &job).await.unwrap();
+    until_job_in(&sim, "job", &[JobDeploymentStatus::Running]).await;
+    // Some of the output is journaled, then the operator restarts while the job runs on.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let first = operator.stop().await;
+    let object = first.find_objects("rayjob/default/job").pop().unwrap();
+    let job_id = rayjob_state(&sim, "job").await.unwrap().status.unwrap().job_id.unwrap();
+    let before_restart = first.logged_lines(&object, &job_id).unwrap();
+    assert!(before_restart >= 2, "the first run journaled some output ({before_restart} lines)");
+    let operator = Operator::start(&sim, first, None);
+    until_job_in(&sim, "job", &[JobDeploymentStatus::Complete]).await;
+    // The dashboard closes the tail about 3 s after the job ended; its last lines may come after the step that saw it.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let journal = operator.stop().await;
+
+    let done = rayjob_state(&sim, "job").await.unwrap();
+    let address = done.status.as_ref().and_then(|s| s.dashboard_url.clone()).unwrap();
+    let dashboard =
+        kuberay::ray::DashboardClient::new(kuberay::sim::ray_transport::SimTransport::new(sim.clone(), &address));
+    let output = dashboard.job_logs(&job_id).await.unwrap();
+    let expected: Vec<&str> = output.lines().collect();
+    assert_eq!(expected.len(), 6, "Ray's two lines and the job's four: {output}");
+    assert_eq!(&expected[2..], ["one", "two", "three", "four"]);
+    assert_eq!(journal.logged_lines(&object, &job_id).unwrap(), 6);
+
+    let history = kuberay::journal::history::history(&journal, Some(std::slice::from_ref(&object))).unwrap();
+    let journaled: Vec<&str> =
+        history.logs.iter().flat_map(|logged| logged.logs.lines.iter().map(String::as_str)).collect();
+    assert_eq!(journaled, expected, "every line once, in order");
+    let (mut audit, mut err) = (Vec::new(), Vec::new());
+    kuberay::cli::audit(&journal, "rayjob/default/job", true, &mut audit, &mut err).unwrap();
+    let audit = String::from_utf8(audit).unwrap();
+    let shown: Vec<&str> = audit.lines().filter_map(|line| line.strip_prefix(&format!("  {job_id} | "))).collect();
+    assert_eq!(shown, expected, "{audit}");
+    let running = audit.lines().position(|line| line.contains(" -> Running ")).unwrap();
+    let first_output = audit.lines().position(|line| line.starts_with("  ")).unwrap();
+    assert!(running < first_output, "the output is under the transitions after Running:\n{audit}");
+    let mut plain = Vec::new();
+    kuberay::cli::audit(&journal, "rayjob/default/job", false, &mut plain, &mut err).unwrap();
+    let plain = String::from_utf8(plain).unwrap();
+    assert_eq!(
+        plain,
+        audit.lines().filter(|line| !line.starts_with("  ")).map(|line| format!("{line}\n")).collect::<String>()
+    );
+    assert_replays(&journal);
+}

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_UNREADABLE};
 use crate::engine::Engine;
-use crate::journal::history::{self, Step};
+use crate::journal::history::{self, History, Logged, Step};
 use crate::journal::store::Store;
 use crate::journal::{Damage, ExportFormat, Journal, SledOptions};
 use crate::machine::{Command as MachineCommand, ObjectRef, fixture};
@@ -27,7 +27,12 @@ pub enum JournalCommand {
         object: Option<String>,
     },
     /// An object's timeline: `TIME TRIGGER FROM -> TO REASON [COMMANDS]`, one line per transition.
-    Audit { object: String },
+    Audit {
+        object: String,
+        /// Also a Ray job's output, each line `  JOB_ID | LINE` under the transition after which it arrived.
+        #[arg(long)]
+        logs: bool,
+    },
     /// The Inputs that led to an object's current (or the Nth) state, oldest first, and its conditions.
     Why {
         object: String,
@@ -88,7 +93,7 @@ pub fn journal(dir: &Path, command: JournalCommand, out: &mut dyn Write, err: &m
     let opened = report_recovery(&journal, out)?;
     let code = match command {
         JournalCommand::Replay { object, .. } => replay(&journal, object.as_deref(), out)?,
-        JournalCommand::Audit { object } => audit(&journal, &object, out, err)?,
+        JournalCommand::Audit { object, logs } => audit(&journal, &object, logs, out, err)?,
         JournalCommand::Why { object, seq } => why(&journal, &object, seq, out, err)?,
         JournalCommand::Stats => stats(&journal, out)?,
         JournalCommand::Export { object, output, format } => {
@@ -189,23 +194,35 @@ fn commands_suffix(commands: &[MachineCommand]) -> String {
     }
 }
 
-fn steps_of<S: Store>(
+fn history_of<S: Store>(
     journal: &Journal<S>,
     name: &str,
     err: &mut dyn Write,
-) -> std::io::Result<Option<(Vec<Step>, i32)>> {
+) -> std::io::Result<Option<(History, i32)>> {
     let Some(objects) = objects_named(journal, name, err)? else { return Ok(None) };
     let history = history::history(journal, Some(&objects)).map_err(std::io::Error::other)?;
     let code = print_damage(&history.damage, err)?;
-    Ok(Some((history.steps, code)))
+    Ok(Some((history, code)))
 }
 
-/// `TIME TRIGGER FROM -> TO REASON [COMMANDS]`, one line per transition, TIME being the Input's `now`.
-fn audit<S: Store>(journal: &Journal<S>, name: &str, out: &mut dyn Write, err: &mut dyn Write) -> std::io::Result<i32> {
-    let Some((steps, code)) = steps_of(journal, name, err)? else { return Ok(EXIT_INVALID) };
+/// `TIME TRIGGER FROM -> TO REASON [COMMANDS]`, one line per transition, TIME being the Input's `now`; with `logs`,
+/// the Ray job output journaled after each transition (and before the next), one `  JOB_ID | LINE` per line.
+pub fn audit<S: Store>(
+    journal: &Journal<S>,
+    name: &str,
+    logs: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> std::io::Result<i32> {
+    let Some((history, code)) = history_of(journal, name, err)? else { return Ok(EXIT_INVALID) };
+    let steps = &history.steps;
+    let mut output = history.logs.iter().filter(|_| logs).peekable();
     let incarnations: BTreeSet<&str> = steps.iter().map(|step| step.input.object.uid.as_str()).collect();
     let mut uid = None;
-    for step in &steps {
+    for step in steps {
+        while let Some(logged) = output.next_if(|logged| logged.seq < step.decision_seq) {
+            print_output(logged, out)?;
+        }
         // A name reused after a deletion is a new object: each incarnation under its uid.
         if incarnations.len() > 1 && uid != Some(&step.input.object.uid) {
             uid = Some(&step.input.object.uid);
@@ -222,7 +239,17 @@ fn audit<S: Store>(journal: &Journal<S>, name: &str, out: &mut dyn Write, err: &
             commands_suffix(&step.decision.commands)
         )?;
     }
+    for logged in output {
+        print_output(logged, out)?;
+    }
     Ok(code)
+}
+
+fn print_output(logged: &Logged, out: &mut dyn Write) -> std::io::Result<()> {
+    for line in &logged.logs.lines {
+        writeln!(out, "{}", format!("  {} | {line}", logged.logs.job_id).trim_end())?;
+    }
+    Ok(())
 }
 
 /// The Inputs that led to the state at `seq` (or the last): those whose Decisions changed the state, wrote the
@@ -234,7 +261,7 @@ fn why<S: Store>(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> std::io::Result<i32> {
-    let Some((steps, code)) = steps_of(journal, name, err)? else { return Ok(EXIT_INVALID) };
+    let Some((History { steps, .. }, code)) = history_of(journal, name, err)? else { return Ok(EXIT_INVALID) };
     let before = |step: &&Step| seq.is_none_or(|seq| step.input_seq <= seq);
     // The incarnation (uid) whose state is asked for: the one of the last step at or before the seq.
     let Some(uid) = steps.iter().filter(before).max_by_key(|step| step.input_seq).map(|s| &s.input.object.uid) else {
@@ -381,4 +408,78 @@ pub fn fixture_run(files: &[PathBuf], dir: &Path, out: &mut dyn Write, err: &mut
         }
     }
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::journal::{JobLogs, synthetic};
+
+    fn logs(job_id: &str, first_line: u64, lines: &[&str]) -> JobLogs {
+        JobLogs {
+            job_id: job_id.into(),
+            first_line,
+            lines: lines.iter().map(|line| line.to_string()).collect(),
+            time: Time(jiff::Timestamp::UNIX_EPOCH),
+        }
+    }
+
+    fn audit_text(journal: &Journal<crate::journal::store::MemStore>, logs: bool) -> String {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = audit(journal, "raycluster/team-0/raycluster-0", logs, &mut out, &mut err).unwrap();
+        assert_eq!((code, String::from_utf8(err).unwrap()), (EXIT_OK, String::new()));
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn audit_shows_job_output_under_the_transition_it_followed() {
+        let mut journal = Journal::in_memory().unwrap();
+        let mut steps = synthetic::transitions(1, 3);
+        let mut step = |journal: &mut Journal<_>| {
+            let (input, decision) = steps.next().unwrap();
+            let seq = journal.append_input(&input, &Default::default()).unwrap();
+            journal.append_decision(&input.object, seq, &decision).unwrap();
+            input.object
+        };
+        let object = step(&mut journal);
+        journal.append_logs(&object, &logs("job-1", 0, &["one", ""])).unwrap();
+        journal.append_logs(&object, &logs("job-1", 2, &["two"])).unwrap();
+        step(&mut journal);
+        step(&mut journal);
+        journal.append_logs(&object, &logs("job-2", 0, &["last TOKEN=t"])).unwrap();
+        journal.commit().unwrap();
+
+        let plain = audit_text(&journal, false);
+        let transitions: Vec<&str> = plain.lines().collect();
+        assert_eq!(transitions.len(), 3, "{plain}");
+        assert!(!plain.contains(" | "), "without --logs the timeline is the transitions alone: {plain}");
+        let expected = format!(
+            "{}\n  job-1 | one\n  job-1 |\n  job-1 | two\n{}\n{}\n  job-2 | last TOKEN=<redacted>\n",
+            transitions[0], transitions[1], transitions[2]
+        );
+        assert_eq!(audit_text(&journal, true), expected);
+    }
+
+    #[test]
+    fn replay_steps_over_job_output() {
+        let config = crate::config::OperatorConfig::default();
+        let started = Time(jiff::Timestamp::UNIX_EPOCH);
+        let mut engine = Engine::start(Journal::in_memory().unwrap(), &config, started).unwrap();
+        let (input, _) = synthetic::transitions(1, 1).next().unwrap();
+        engine.journal_logs(&input.object, &logs("job-1", 0, &["early"])).unwrap();
+        engine.step(&Default::default(), &input).unwrap();
+        engine.journal_logs(&input.object, &logs("job-1", 1, &["late"])).unwrap();
+        engine.commit().unwrap();
+        let journal = engine.into_journal();
+        let mut out = Vec::new();
+        let code = replay(&journal, None, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(out.lines().last(), Some("replayed 5 records, 1 objects, 0 divergences"), "{out}");
+        assert_eq!(code, EXIT_OK);
+        let mut out = Vec::new();
+        assert_eq!(why(&journal, "raycluster/team-0/raycluster-0", None, &mut out, &mut Vec::new()).unwrap(), EXIT_OK);
+        assert!(String::from_utf8(out).unwrap().contains("state: "));
+    }
 }

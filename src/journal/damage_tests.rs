@@ -34,6 +34,7 @@ fn content(entry: &Entry) -> Result<serde_json::Value, JournalError> {
         Kind::Input => serde_json::to_value(entry.input()?)?,
         Kind::Decision { .. } => serde_json::to_value(entry.decision()?)?,
         Kind::Session => serde_json::to_value(entry.session()?)?,
+        Kind::Logs => serde_json::to_value(entry.logs()?)?,
     })
 }
 

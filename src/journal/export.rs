@@ -6,7 +6,8 @@
 //!   (before the first record that refers to it), then records that refer to blobs by hash. Compact, and checked.
 //!
 //! Import detects the format, re-checks everything (blob hashes, frame crcs), redacts again (a file may come from
-//! anywhere), and appends: records get new seqs, decisions are pointed at their inputs' new seqs.
+//! anywhere; a job's output lines as lines), and appends: records get new seqs, decisions are pointed at their
+//! inputs' new seqs. Job output (`logs` records) is carried both ways like any record.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
@@ -244,6 +245,7 @@ impl<S: Store> Journal<S> {
                 ("session", None) => Kind::Session,
                 ("input", None) => Kind::Input,
                 ("decision", Some(input)) => Kind::Decision { input },
+                ("logs", None) => Kind::Logs,
                 (kind, _) => {
                     return Err(JournalError::Import { item, message: format!("line {item}: unknown kind {kind:?}") });
                 }
@@ -318,18 +320,34 @@ impl<S: Store> Journal<S> {
         let kind = match kind {
             Kind::Decision { input } => match seqs.get(&input) {
                 Some(&input) => Kind::Decision { input },
-                None => {
-                    report.skipped.push((old_seq, format!("answers seq {input}, which the file does not hold")));
-                    return Ok(());
-                }
+                None => return skip(report, old_seq, format!("answers seq {input}, which the file does not hold")),
             },
             other => other,
         };
-        let seq = self.append(kind, object, parts)?;
+        let seq = match (kind, object) {
+            (Kind::Logs, Some(object)) => {
+                let logs = parts.iter().find(|part| part.name == super::LOGS_PART).map(|part| {
+                    serde_json::from_slice::<super::JobLogs>(&part.json).map_err(|error| error.to_string())
+                });
+                match logs {
+                    Some(Ok(logs)) => self.append_logs(object, &logs)?,
+                    Some(Err(why)) => return skip(report, old_seq, format!("job output that does not decode: {why}")),
+                    None => return skip(report, old_seq, "job output without its lines".to_string()),
+                }
+            }
+            (Kind::Logs, None) => return skip(report, old_seq, "job output that belongs to no object".to_string()),
+            _ => self.append(kind, object, parts)?,
+        };
         seqs.insert(old_seq, seq);
         report.records += 1;
         Ok(())
     }
+}
+
+/// Leaves a record of the file out, saying why.
+fn skip(report: &mut ImportReport, old_seq: u64, why: String) -> Result<(), JournalError> {
+    report.skipped.push((old_seq, why));
+    Ok(())
 }
 
 /// Two scans in one seq order (each is in seq order already).
@@ -430,6 +448,37 @@ mod tests {
         assert_eq!(entries[0].kind, Kind::Session);
         assert_eq!(entries[2].kind, Kind::Decision { input: 2 }, "was seq 5 answering seq 4");
         assert_eq!(entries[1].input().unwrap(), journal.entry(4).unwrap().input().unwrap());
+    }
+
+    #[rstest]
+    #[case::jsonl(ExportFormat::Jsonl)]
+    #[case::bin(ExportFormat::Bin)]
+    fn job_output_is_carried_and_its_lines_redacted_again(#[case] format: ExportFormat) {
+        let mut journal = source();
+        let object = journal.objects().unwrap()[0].object.clone();
+        let lines = |lines: &[&str]| lines.iter().map(|line| line.to_string()).collect();
+        let logs = super::super::JobLogs {
+            job_id: "job-1".into(),
+            first_line: 4,
+            lines: lines(&["step 1", "REDIS_PASSWORD=s3"]),
+            time: Time(jiff::Timestamp::UNIX_EPOCH),
+        };
+        // Written around the journal's own redaction, as a file from elsewhere may hold it.
+        let part = Part { name: super::super::LOGS_PART.into(), json: serde_json::to_vec(&logs).unwrap() };
+        let seq = journal.append(Kind::Logs, Some(&object), &[part]).unwrap();
+        journal.commit().unwrap();
+        let (bytes, report) = export(&journal, format, Some(&object));
+        assert_eq!(report.records, 14);
+        let mut copy = Journal::in_memory().unwrap();
+        assert_eq!(copy.import(&mut bytes.as_slice()).unwrap().records, 14);
+        let (entries, damage) = scan_all(&copy);
+        assert_eq!(damage, []);
+        let last = entries.last().unwrap();
+        assert_eq!((last.kind, last.object.as_ref()), (Kind::Logs, Some(&object)));
+        let expected = super::super::JobLogs { lines: lines(&["step 1", "REDIS_PASSWORD=<redacted>"]), ..logs };
+        assert_eq!(last.logs().unwrap(), expected);
+        assert_eq!(copy.logged_lines(&object, "job-1").unwrap(), 6);
+        assert_eq!(journal.entry(seq).unwrap().kind, Kind::Logs);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Reading decisions back: replay (today's machines against the recorded Inputs and memories), the audit timeline
-//! of an object, and the chain of Inputs that led to a state (`kuberay journal replay|audit|why`).
+//! of an object, and the chain of Inputs that led to a state (`kuberay journal replay|audit|why`). Job output
+//! ([`Kind::Logs`]) is read alongside for the audit; no machine reads it, so replay steps over it.
 //!
 //! Replay runs the machines on the Inputs as the journal holds them, that is redacted, and redacts what they decide
 //! the same way before comparing: a machine that only copies secrets reproduces the same placeholders (DESIGN.md).
@@ -8,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::redact::redact_part;
 use super::store::Store;
-use super::{Damage, DamageKind, Entry, Journal, JournalError, Kind, Scanned};
+use super::{Damage, DamageKind, Entry, JobLogs, Journal, JournalError, Kind, Scanned};
 use crate::config::OperatorConfig;
 use crate::machine::{Decision, Input, Machine, MachineKind, Memory, ObjectRef, Part, machine_for};
 
@@ -31,10 +32,20 @@ impl Step {
     }
 }
 
+/// Lines of a job's output, as journaled under its object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Logged {
+    pub seq: u64,
+    pub object: ObjectRef,
+    pub logs: JobLogs,
+}
+
 /// What a walk over the journal met: the steps, and damage where a record should have been.
 #[derive(Debug, Default)]
 pub struct History {
     pub steps: Vec<Step>,
+    /// The job output met, in seq order.
+    pub logs: Vec<Logged>,
     pub damage: Vec<Damage>,
     /// Records read, of every kind.
     pub records: u64,
@@ -80,6 +91,14 @@ pub fn history<S: Store>(journal: &Journal<S>, objects: Option<&[ObjectRef]>) ->
         history.records += 1;
         match entry.kind {
             Kind::Session => {}
+            Kind::Logs => match (entry.logs(), entry.object) {
+                (Ok(logs), Some(object)) => history.logs.push(Logged { seq: entry.seq, object, logs }),
+                (Err(e), _) => history.damage.push(Damage { seq: entry.seq, kind: DamageKind::Corrupt(e.to_string()) }),
+                (Ok(_), None) => {
+                    let why = "job output that belongs to no object".to_string();
+                    history.damage.push(Damage { seq: entry.seq, kind: DamageKind::Corrupt(why) });
+                }
+            },
             Kind::Input => {
                 inputs.insert(entry.seq, entry);
             }

@@ -7,14 +7,15 @@
 //! the words of a decision) and the hash of a manifest naming the blobs of the others, so that what repeats from
 //! one step to the next — a spec, Pods, command bodies, and the manifest itself — is stored once ([`record`]).
 //!
-//! Writing: [`Journal::append_input`], [`Journal::append_decision`] and [`Journal::append_session`] return the new
-//! record's seq at once; [`Journal::commit`] makes everything appended so far durable at one point (group commit)
+//! Writing: [`Journal::append_input`], [`Journal::append_decision`], [`Journal::append_session`] and
+//! [`Journal::append_logs`] (a Ray job's output, [`logs`]) return the new record's seq at once; [`Journal::commit`] makes everything appended so far durable at one point (group commit)
 //! and returns the durable seq. Reading: [`Journal::scan`] and [`Journal::scan_object`] yield records and
 //! [`Damage`] reports in seq order, going on past damage.
 
 pub mod blob;
 mod export;
 pub mod history;
+mod logs;
 pub mod marker;
 mod read;
 pub mod record;
@@ -47,6 +48,7 @@ use record::{
 use store::{MemStore, SledStore, Store, TreeId};
 
 pub use export::{ExportFormat, ExportReport, ImportReport};
+pub use logs::{JobLogs, LOGS_PART};
 pub use read::{Entry, ObjectSummary, Scan, Scanned, Stats};
 pub use record::Kind;
 pub use retention::{Retention, RetentionReport};

@@ -72,6 +72,8 @@ pub enum Kind {
     Input,
     /// The Decision a machine took on the Input journaled at `input`.
     Decision { input: u64 },
+    /// Output lines of a Ray job the operator tailed ([`super::JobLogs`]); no machine reads it.
+    Logs,
 }
 
 impl Kind {
@@ -80,15 +82,16 @@ impl Kind {
             Kind::Session => "session",
             Kind::Input => "input",
             Kind::Decision { .. } => "decision",
+            Kind::Logs => "logs",
         }
     }
 }
 
-/// Parts that differ from one record to the next — the time, the trigger, the words of a decision — are kept in
-/// the record itself. The others (a spec, a status, Pods, the memory, command bodies) are listed by name and hash in
+/// Parts that differ from one record to the next — the time, the trigger, the words of a decision, a job's output
+/// lines — are kept in the record itself. The others (a spec, a status, Pods, the memory, command bodies) are listed by name and hash in
 /// a manifest, itself a blob: while they stay the same, successive records share one manifest. Naming a part here
 /// only moves where it is stored; a part left out costs space, never correctness.
-pub const VOLATILE_PARTS: [&str; 5] = ["now", "trigger", "next", "reason", "explanation"];
+pub const VOLATILE_PARTS: [&str; 6] = ["now", "trigger", "next", "reason", "explanation", "logs"];
 
 /// A part kept in its record.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -11,6 +11,12 @@
 //!   case), and of `REDIS_USERNAME`, where the builders put the Redis username.
 //!
 //! A secret given by reference (`valueFrom`, `$REDIS_PASSWORD`) is not a value and stays as it is.
+//!
+//! A job's output lines are text, not documents ([`redact_log_line`]): what can be told there is the value of an
+//! assignment `NAME=value` (or `NAME="value"`) whose name contains PASSWORD, TOKEN or SECRET (ignoring case: env
+//! dumps, `--redis-password=`, `?token=` in a URL), the value after `--redis-password`/`--redis-username`, and the
+//! password inside a `redis://` or `rediss://` URL. A secret printed any other way (`password: s3`, a bare value) is
+//! not recognised.
 
 use std::borrow::Cow;
 
@@ -153,6 +159,84 @@ fn redact_flags(text: &mut String) -> bool {
     changed
 }
 
+/// Words a log line must contain (upper-cased) for any of its text to be a secret [`redact_log_line`] knows.
+const LOG_NEEDLES: [&str; 4] = ["PASSWORD", "TOKEN", "SECRET", "REDIS"];
+
+/// Redacts one line of a job's output (module docs); the line comes back borrowed when it holds no secret.
+pub fn redact_log_line(line: &str) -> Cow<'_, str> {
+    let upper = line.to_ascii_uppercase();
+    if !LOG_NEEDLES.iter().any(|needle| upper.contains(needle)) {
+        return Cow::Borrowed(line);
+    }
+    let mut text = line.to_string();
+    let changed = redact_assignments(&mut text) | redact_flags(&mut text) | redact_redis_urls(&mut text);
+    if changed { Cow::Owned(text) } else { Cow::Borrowed(line) }
+}
+
+/// `NAME=value` where NAME contains a secret word; the value ends at white space, a quote or a separator, or is
+/// quoted.
+fn redact_assignments(text: &mut String) -> bool {
+    let mut changed = false;
+    let mut from = 0;
+    while let Some(equals) = text[from..].find('=').map(|found| from + found) {
+        from = equals + 1;
+        let name_start = text[..equals]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+            .map_or(0, |at| at + text[at..].chars().next().map_or(1, char::len_utf8));
+        let name = text[name_start..equals].to_ascii_uppercase();
+        if !SECRET_ENV_WORDS.iter().any(|word| name.contains(word)) {
+            continue;
+        }
+        let (start, end) = value_span(text, equals + 1);
+        let value = &text[start..end];
+        // `TOKEN == x` compares, `$TOKEN` refers.
+        if value.is_empty() || value.starts_with(['=', '$']) || value == REDACTED {
+            continue;
+        }
+        text.replace_range(start..end, REDACTED);
+        changed = true;
+        from = start + REDACTED.len();
+    }
+    changed
+}
+
+/// Where the value starting at `at` lies: inside its quotes, or up to white space, a quote or a separator.
+fn value_span(text: &str, at: usize) -> (usize, usize) {
+    match text[at..].chars().next() {
+        Some(quote @ ('"' | '\'')) => {
+            let start = at + 1;
+            (start, text[start..].find(quote).map_or(text.len(), |end| start + end))
+        }
+        _ => {
+            let end = text[at..].find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | ';' | '&' | ')'));
+            (at, end.map_or(text.len(), |end| at + end))
+        }
+    }
+}
+
+/// The password of every `redis://` or `rediss://` URL in the text (the URL ends at white space or a quote).
+fn redact_redis_urls(text: &mut String) -> bool {
+    let mut changed = false;
+    let mut from = 0;
+    while let Some(start) = text[from..].to_ascii_lowercase().find("redis").map(|found| from + found) {
+        from = start + "redis".len();
+        let rest = &text[from..];
+        if !(rest.starts_with("://") || rest.starts_with("s://")) {
+            continue;
+        }
+        let end = text[start..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\''))
+            .map_or(text.len(), |end| start + end);
+        let mut url = text[start..end].to_string();
+        if redact_url_password(&mut url) {
+            text.replace_range(start..end, &url);
+            changed = true;
+        }
+        from = start + url.len();
+    }
+    changed
+}
+
 /// A shell variable reference (`$REDIS_PASSWORD`, `${REDIS_PASSWORD}`): the secret is elsewhere.
 fn is_reference(value: &Value) -> bool {
     value.as_str().is_some_and(|text| text.starts_with('$'))
@@ -264,6 +348,30 @@ mod tests {
         assert!(matches!(redact_part(&part).unwrap(), Cow::Borrowed(_)));
         let flagged = Part { name: "x".into(), json: br#"{"redisPassword":{"value":"s3"}}"#.to_vec() };
         assert_eq!(redact_part(&flagged).unwrap().json, br#"{"redisPassword":{"value":"<redacted>"}}"#);
+    }
+
+    #[rstest]
+    #[case::env_dump("REDIS_PASSWORD=s3 RAY_PORT=6379", "REDIS_PASSWORD=<redacted> RAY_PORT=6379")]
+    #[case::any_case_and_quoted("hf_token=\"a b\", db_secret='c'", "hf_token=\"<redacted>\", db_secret='<redacted>'")]
+    #[case::url_query("GET /data?token=abc&page=2", "GET /data?token=<redacted>&page=2")]
+    #[case::flag_with_equals("ray start --redis-password=s3 --block", "ray start --redis-password=<redacted> --block")]
+    #[case::flag_with_space("ray start --redis-username admin", "ray start --redis-username <redacted>")]
+    #[case::redis_url(
+        "connecting to redis://admin:s3@redis:6379/0 ...",
+        "connecting to redis://admin:<redacted>@redis:6379/0 ..."
+    )]
+    #[case::rediss_url_bare_password("url='rediss://s3@redis:6379'", "url='rediss://<redacted>@redis:6379'")]
+    #[case::two_urls("REDIS://:a@x redis://:b@y", "REDIS://:<redacted>@x redis://:<redacted>@y")]
+    #[case::reference("export TOKEN=$HF_TOKEN", "export TOKEN=$HF_TOKEN")]
+    #[case::comparison("if TOKEN==expected", "if TOKEN==expected")]
+    #[case::not_a_secret_name("PATH=/usr/bin tokens: 3", "PATH=/usr/bin tokens: 3")]
+    #[case::redis_without_password("redis://redis:6379 is up", "redis://redis:6379 is up")]
+    #[case::non_ascii_before_the_name("→PASSWORD=s3", "→PASSWORD=<redacted>")]
+    fn log_lines_lose_their_secrets(#[case] line: &str, #[case] expected: &str) {
+        let redacted = redact_log_line(line);
+        assert_eq!(redacted, expected);
+        assert_eq!(matches!(redacted, Cow::Borrowed(_)), line == expected, "borrowed exactly when unchanged");
+        assert_eq!(redact_log_line(expected), expected, "idempotent");
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub enum RayError {
     /// The dashboard refused the request (any other non-2xx answer), with its body.
     #[error("the Ray dashboard answered {status}: {body}")]
     BadRequest { status: u16, body: String },
-    /// The transport cannot do this (the log tail is served over the direct HTTP transport only).
+    /// The transport cannot do this (the log tail is not served through the API server's proxy).
     #[error("{0} is not supported by this dashboard transport")]
     Unsupported(&'static str),
     /// An answer the client does not understand, with the body.

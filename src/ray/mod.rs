@@ -164,8 +164,8 @@ impl DashboardClient {
     }
 
     /// The websocket `/api/jobs/<id>/logs/tail`: the backlog, then new lines about once a second, until the job has
-    /// ended ([`LogStream`]). Read the job's status to know how it ended. Over [`HttpTransport`] only; other
-    /// transports answer [`RayError::Unsupported`].
+    /// ended ([`LogStream`]). Read the job's status to know how it ended. Over [`HttpTransport`] and the simulated
+    /// cluster's transport; [`ProxyTransport`] answers [`RayError::Unsupported`].
     pub async fn tail_job_logs(&self, id: &str) -> Result<LogStream> {
         self.transport.tail(&format!("{}/logs/tail", job_path(id))).await.map_err(|e| job_not_found(id, e))
     }

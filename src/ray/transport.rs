@@ -3,8 +3,8 @@
 //! simulated cluster (`crate::sim::ray_transport`).
 //!
 //! A transport answers whatever status the dashboard gave; its own errors are for requests that got no answer
-//! ([`RayError::Unavailable`]). Only [`HttpTransport`] tails job logs (a websocket); the others answer
-//! [`RayError::Unsupported`] to it.
+//! ([`RayError::Unavailable`]). [`HttpTransport`] tails job logs (a websocket), as does the simulated cluster's
+//! transport in-process; [`ProxyTransport`] answers [`RayError::Unsupported`] to it.
 
 use std::pin::Pin;
 use std::time::Duration;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::machine::{DashboardAnswer, DashboardJob};
 use crate::ray::transport::{DEFAULT_TIMEOUT, HttpTransport, ProxyTransport, Resolver, Transport};
-use crate::ray::{DashboardClient, RayError, SubmitRequest};
+use crate::ray::{DashboardClient, LogStream, RayError, SubmitRequest};
 
 /// A transport for a dashboard address, for transports the runtime does not know (the simulated cluster's).
 pub type Connect = Arc<dyn Fn(&str) -> Arc<dyn Transport> + Send + Sync>;
@@ -67,6 +67,12 @@ impl Dashboards {
             Err(RayError::NotFound(_)) => DashboardAnswer::NotFound,
             Err(error) => DashboardAnswer::Unreachable { message: error.to_string() },
         }
+    }
+
+    /// The websocket tail of a job's output: the backlog, then new lines as they come, until the job has ended.
+    /// Through the API server's proxy it is [`RayError::Unsupported`].
+    pub async fn tail(&self, address: &str, job_id: &str) -> Result<LogStream, RayError> {
+        self.client(address)?.tail_job_logs(job_id).await
     }
 
     /// Submits a job; a submission id the dashboard already knows is success (it was submitted before).

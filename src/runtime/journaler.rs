@@ -2,6 +2,9 @@
 //! batch and made durable by one commit, and only then answered — so a command never runs before the Decision that
 //! holds it is durable (write-ahead), and a burst of steps costs one flush.
 //!
+//! A job's output lines ([`Journaler::logs`]) take the same channel, so they land in the journal in the order they
+//! arrived relative to the steps; they need no answer and are made durable by the batch's commit like the rest.
+//!
 //! The batch runs on tokio's blocking pool: sled's flush blocks, and a blocking task also keeps paused (simulated)
 //! time from jumping ahead while the disk works. Between batches, every [`RETENTION_INTERVAL`], the task applies the
 //! journal's retention policy, so that a long-running operator's journal stays bounded.
@@ -16,9 +19,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::metrics::Metrics;
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineError};
-use crate::journal::Retention;
 use crate::journal::store::Store;
-use crate::machine::{Decision, Input, Memory};
+use crate::journal::{JobLogs, Retention};
+use crate::machine::{Decision, Input, Memory, ObjectRef};
 
 /// The most steps one commit covers: a bound on how long the first of them waits.
 const MAX_BATCH: usize = 256;
@@ -26,11 +29,24 @@ const MAX_BATCH: usize = 256;
 pub const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 
 type Reply = oneshot::Sender<Result<Decision, Arc<EngineError>>>;
+type CountReply = oneshot::Sender<Result<u64, Arc<EngineError>>>;
 
-struct Request {
-    memory: Memory,
-    input: Input,
-    reply: Reply,
+enum Request {
+    /// The Input boxed: it is large, and the other requests are small.
+    Step {
+        memory: Memory,
+        input: Box<Input>,
+        reply: Reply,
+    },
+    Logs {
+        object: ObjectRef,
+        logs: JobLogs,
+    },
+    LoggedLines {
+        object: ObjectRef,
+        job_id: String,
+        reply: CountReply,
+    },
 }
 
 /// A handle on the journaling engine; cloning shares it.
@@ -63,7 +79,22 @@ impl Journaler {
     /// Journals the Input, steps the machine, journals the Decision, and returns it once it is durable.
     pub async fn step(&self, memory: Memory, input: Input) -> Result<Decision, StepError> {
         let (reply, answer) = oneshot::channel();
-        self.requests.send(Request { memory, input, reply }).await.map_err(|_| StepError::Stopped)?;
+        self.requests
+            .send(Request::Step { memory, input: Box::new(input), reply })
+            .await
+            .map_err(|_| StepError::Stopped)?;
+        Ok(answer.await.map_err(|_| StepError::Stopped)??)
+    }
+
+    /// Journals lines of a job's output after whatever was sent before; durable with the batch they land in.
+    pub async fn logs(&self, object: ObjectRef, logs: JobLogs) -> Result<(), StepError> {
+        self.requests.send(Request::Logs { object, logs }).await.map_err(|_| StepError::Stopped)
+    }
+
+    /// How many lines of job `job_id`'s output the journal holds for `object`, counting everything sent before.
+    pub async fn logged_lines(&self, object: ObjectRef, job_id: String) -> Result<u64, StepError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(Request::LoggedLines { object, job_id, reply }).await.map_err(|_| StepError::Stopped)?;
         Ok(answer.await.map_err(|_| StepError::Stopped)??)
     }
 }
@@ -104,9 +135,12 @@ impl<S: Store + Send + 'static> JournalTask<S> {
                 .await
                 .map_err(|e| Arc::new(EngineError::Stopped(e.to_string())))?;
             self.engine = Some(engine);
-            for (reply, answer) in answers {
-                // A caller that went away (shutdown) needs no answer.
-                let _ = reply.send(answer);
+            // A caller that went away (shutdown) needs no answer.
+            for answer in answers {
+                match answer {
+                    Answer::Decision(reply, decision) => drop(reply.send(decision)),
+                    Answer::Count(reply, count) => drop(reply.send(count)),
+                }
             }
         }
         let mut engine = self.engine.take().ok_or_else(|| Arc::new(EngineError::Stopped("lost".to_string())))?;
@@ -138,24 +172,43 @@ impl<S: Store + Send + 'static> JournalTask<S> {
     }
 }
 
-type Answer = (Reply, Result<Decision, Arc<EngineError>>);
+enum Answer {
+    Decision(Reply, Result<Decision, Arc<EngineError>>),
+    Count(CountReply, Result<u64, Arc<EngineError>>),
+}
 
 fn step_batch<S: Store>(mut engine: Engine<S>, batch: Vec<Request>, metrics: &Metrics) -> (Engine<S>, Vec<Answer>) {
     let divergences = engine.divergences();
-    let stepped: Vec<(Reply, Result<Decision, EngineError>)> =
-        batch.into_iter().map(|request| (request.reply, engine.step(&request.memory, &request.input))).collect();
+    let mut stepped: Vec<(Reply, Result<Decision, EngineError>)> = Vec::with_capacity(batch.len());
+    let mut answers = Vec::new();
+    for request in batch {
+        match request {
+            Request::Step { memory, input, reply } => stepped.push((reply, engine.step(&memory, &input))),
+            Request::Logs { object, logs } => {
+                if let Err(error) = engine.journal_logs(&object, &logs) {
+                    // Lost lines are a gap in the record of the job's output, not in the operator's decisions.
+                    tracing::warn!(%object, job_id = %logs.job_id, %error, "job output not journaled");
+                }
+            }
+            Request::LoggedLines { object, job_id, reply } => {
+                let count = engine.journal().logged_lines(&object, &job_id).map_err(|e| Arc::new(e.into()));
+                answers.push(Answer::Count(reply, count));
+            }
+        }
+    }
     metrics.divergences(engine.divergences() - divergences);
     let started = Instant::now();
     let committed = engine.commit();
     metrics.commit(started.elapsed());
-    let answers = match committed {
-        Ok(_) => stepped.into_iter().map(|(reply, decision)| (reply, decision.map_err(Arc::new))).collect(),
+    match committed {
+        Ok(_) => answers
+            .extend(stepped.into_iter().map(|(reply, decision)| Answer::Decision(reply, decision.map_err(Arc::new)))),
         Err(error) => {
             // Nothing of this batch is durable, so none of its commands may run.
             let error = Arc::new(error);
-            stepped.into_iter().map(|(reply, _)| (reply, Err(error.clone()))).collect()
+            answers.extend(stepped.into_iter().map(|(reply, _)| Answer::Decision(reply, Err(error.clone()))));
         }
-    };
+    }
     if let Ok(bytes) = engine.journal().bytes_on_disk() {
         metrics.journal_bytes(bytes);
     }

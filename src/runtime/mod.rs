@@ -15,6 +15,9 @@
 //! watch event and replay reproduces the job's decisions. `SubmitJob` and `StopJob` go to the dashboard; a
 //! submission the dashboard already knows counts as done, so a step repeated after a crash never submits twice.
 //!
+//! While a RayJob runs in HTTPMode or SidecarMode, the dispatcher also follows its job's output ([`tails`]): the
+//! lines go to the journal through the steps' channel, between the Decisions they arrived among.
+//!
 //! Nothing is stepped until every watched kind has been listed once (`/readyz` says so), so a first Input never
 //! misses a Pod that exists. The engine's memory (scale expectations, timers) lives here; a new replica starts with
 //! none, which is safe: its caches are fresh.
@@ -31,6 +34,7 @@ pub mod journaler;
 pub mod leader;
 pub mod metrics;
 pub mod queue;
+pub mod tails;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -59,6 +63,7 @@ use journaler::Journaler;
 use leader::{LeaderElection, leads};
 use metrics::Metrics;
 use queue::Queue;
+use tails::{Tails, Target};
 
 /// How long a step whose journaling failed waits before it is tried again.
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
@@ -130,6 +135,11 @@ pub async fn run<S: Store + Send + 'static>(
     let journal_task = tokio::spawn(journal_task.run());
     let (changes, receiver) = mpsc::channel(1024);
     watch::spawn_all(&client, &config.namespaces, changes);
+    let tail_context = tails::Context {
+        journaler: journaler.clone(),
+        dashboards: config.dashboards.clone(),
+        clock: config.clock.clone(),
+    };
     let shared = Arc::new(Shared {
         journaler,
         executor: Executor::new(client, config.dashboards.clone()),
@@ -141,6 +151,8 @@ pub async fn run<S: Store + Send + 'static>(
         queue: Queue::default(),
         tracked: HashMap::new(),
         steps: JoinSet::new(),
+        tails: Tails::default(),
+        tail_context,
         shared,
         scopes: config.namespaces.scopes(),
         config,
@@ -171,6 +183,9 @@ struct Dispatcher {
     queue: Queue,
     tracked: HashMap<Key, Tracked>,
     steps: JoinSet<Stepped>,
+    /// The log tails of running Ray jobs ([`tails`]).
+    tails: Tails,
+    tail_context: tails::Context,
     shared: Arc<Shared>,
     scopes: Vec<Option<String>>,
     config: RuntimeConfig,
@@ -226,6 +241,7 @@ impl Dispatcher {
                         }
                     } else if !now_leading && was_leading {
                         tracing::warn!("no longer leading: commands stop");
+                        self.tails.stop_all().await;
                     }
                     was_leading = now_leading;
                     self.shared.metrics.leader(now_leading);
@@ -238,6 +254,8 @@ impl Dispatcher {
                 self.finish(stepped);
             }
         }
+        // The tails hold the journaler: the journal's task ends (with its last commit) once they are gone.
+        self.tails.stop_all().await;
     }
 
     fn fold(&mut self, change: Change) {
@@ -350,7 +368,11 @@ impl Dispatcher {
         if gone {
             self.tracked.remove(&key);
             self.queue.set_timers(&key, Vec::new());
+            self.tails.stop(&key);
             return;
+        }
+        if key.kind == MachineKind::RayJob && leads(&self.leading) {
+            self.tails.follow(&key, &input.object, Target::of(&input, &decision), &self.tail_context);
         }
         self.queue.set_timers(&key, timers(&decision, &input.now, self.config.clock.as_ref()));
         if let Some(tracked) = self.tracked.get_mut(&key) {

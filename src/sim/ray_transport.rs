@@ -2,15 +2,17 @@
 //! operator computes (`<svc>.<ns>.svc.cluster.local:8265`) through [`Sim::send`], the in-process address resolver,
 //! and lands on whatever listens there (the simulated dashboard, or a real head with `--ray-dashboard`).
 //!
-//! It does not tail logs (the simulated dashboard has no websocket yet): [`crate::ray::RayError::Unsupported`].
+//! A log tail (`/api/jobs/ID/logs/tail`) goes through [`Sim::tail`], which hands over the websocket's text frames
+//! in-process; a refusal is mapped as the HTTP transport maps the handshake's answer.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 
 use super::Sim;
-use crate::ray::{DEFAULT_TIMEOUT, RayError, Result, Transport};
+use crate::ray::{DEFAULT_TIMEOUT, LogStream, RayError, Result, Transport};
 
 #[derive(Clone)]
 pub struct SimTransport {
@@ -38,6 +40,27 @@ impl Transport for SimTransport {
             Err(_) => Err(RayError::Unavailable(format!("{what}: no answer within {:?}", self.timeout))),
             Ok(Err(refused)) => Err(RayError::Unavailable(format!("{what}: {}", refused.message))),
             Ok(Ok(response)) => Ok(response),
+        }
+    }
+
+    async fn tail(&self, path: &str) -> Result<LogStream> {
+        let what = format!("GET ws://{}{path}", self.address);
+        let job_id = path.strip_prefix("/api/jobs/").and_then(|rest| rest.strip_suffix("/logs/tail"));
+        let job_id = job_id.ok_or_else(|| RayError::Other(format!("{what}: not a job's log tail")))?;
+        match tokio::time::timeout(self.timeout, self.sim.tail(&self.address, job_id)).await {
+            Err(_) => Err(RayError::Unavailable(format!("{what}: no handshake within {:?}", self.timeout))),
+            Ok(Err(refused)) => {
+                let status = http::StatusCode::from_u16(refused.code).unwrap_or(http::StatusCode::BAD_GATEWAY);
+                // The dashboard's refusal comes with its HTTP reason phrase, the proxy's own errors (no such Service,
+                // nothing listening) with an API reason (`NotFound`, `ServiceUnavailable`): only the first is the
+                // dashboard's word on the job.
+                if status.canonical_reason() == Some(refused.reason) {
+                    Err(crate::ray::error::from_status(status, refused.message.as_bytes()))
+                } else {
+                    Err(RayError::Unavailable(format!("{what}: {}", refused.message)))
+                }
+            }
+            Ok(Ok(frames)) => Ok(frames.map(Ok).boxed()),
         }
     }
 }
