@@ -156,7 +156,7 @@ async fn serve_applications_deploy_and_bad_configs_are_refused() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_in_process_transport_tails_logs_and_the_proxy_transport_does_not() {
+async fn the_in_process_transport_tails_logs() {
     let sim = cluster(Faults::default()).await;
     let client = DashboardClient::new(SimTransport::new(sim.clone(), DASHBOARD));
     client.submit_job(&submission("echo one; sleep 4; echo two", "job-tail")).await.unwrap();
@@ -172,8 +172,38 @@ async fn the_in_process_transport_tails_logs_and_the_proxy_transport_does_not() 
     assert!(
         matches!(nowhere.tail_job_logs("job-tail").await, Err(RayError::Unavailable(m)) if m.contains("not found"))
     );
-    let proxied = DashboardClient::new(ProxyTransport::new(sim.client(), "default", "c-head-svc"));
-    assert_eq!(proxied.tail_job_logs("job-tail").await.err(), Some(RayError::Unsupported("log tailing")));
+}
+
+/// Over TCP and in wall-clock time: the in-process transport cannot upgrade a connection, the API server's can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_transport_tails_logs_through_the_api_servers_upgrade() {
+    let config = SimConfig { seed: 1, clock: Arc::new(kuberay::sim::WallClock), ..SimConfig::default() };
+    let sim = head(config, ControllerConfig::default()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let serving = sim.clone();
+    tokio::spawn(async move { serving.serve(listener).await });
+    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    let proxied = DashboardClient::new(ProxyTransport::new(client.clone(), "default", "c-head-svc"));
+    let mut submitted = Err(RayError::Other("not yet".into()));
+    for _ in 0..100 {
+        submitted = proxied.submit_job(&submission("echo one && echo two", "job-tail")).await;
+        if submitted.is_ok() {
+            break;
+        }
+        after(0.1).await;
+    }
+    submitted.unwrap();
+    let tail = proxied.tail_job_logs("job-tail").await.unwrap();
+    let frames: Vec<String> =
+        futures::StreamExt::collect::<Vec<_>>(tail).await.into_iter().map(Result::unwrap).collect();
+    assert_eq!(frames.concat(), proxied.job_logs("job-tail").await.unwrap(), "the whole log, once");
+    assert!(frames.concat().ends_with("one\ntwo\n"), "{frames:?}");
+    let unknown = proxied.tail_job_logs("nope").await.err();
+    assert_eq!(unknown, Some(RayError::NotFound("Job nope does not exist on the cluster".into())));
+    let nowhere = DashboardClient::new(ProxyTransport::new(client, "default", "nope-head-svc"));
+    let refused = nowhere.tail_job_logs("job-tail").await.err();
+    assert!(matches!(&refused, Some(RayError::Unavailable(m)) if m.contains("404")), "{refused:?}");
 }
 
 #[tokio::test(start_paused = true)]

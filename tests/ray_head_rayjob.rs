@@ -151,19 +151,27 @@ impl Cluster {
     }
 
     /// Stops the operator as SIGTERM does (it commits its journal), then replays the journal.
-    fn assert_replays(&self, mut operator: Process) {
-        let pid = operator.0.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        operator.0.wait().unwrap();
-        let output = Command::new(env!("CARGO_BIN_EXE_kuberay"))
-            .args(["journal", "replay", "--journal"])
-            .arg(self.journal())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert_eq!(output.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
-        assert!(stdout.ends_with(" 0 divergences\n"), "{stdout}");
+    fn assert_replays(&self, operator: Process) {
+        stop(operator);
+        let replayed = self.journal_command(&["replay"]);
+        assert!(replayed.ends_with(" 0 divergences\n"), "{replayed}");
     }
+
+    /// `kuberay journal ARGS --journal DIR`'s output; it must succeed.
+    fn journal_command(&self, args: &[&str]) -> String {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kuberay"));
+        let output = command.arg("journal").args(args).arg("--journal").arg(self.journal()).output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_eq!(output.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+        stdout
+    }
+}
+
+/// SIGTERM, as a graceful stop: the operator finishes its steps and commits its journal.
+fn stop(mut operator: Process) {
+    let pid = operator.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    operator.0.wait().unwrap();
 }
 
 impl Drop for Cluster {
@@ -192,7 +200,8 @@ async fn an_http_mode_rayjob_completes_on_a_real_head() {
     let cluster = Cluster::start("http").await;
     let operator = cluster.operator();
     let name = unique("http");
-    cluster.create(&name, "HTTPMode", "python -c \"print('hello from a real head')\"").await;
+    let entrypoint = "python -c \"import time; print('hello from a real head', flush=True); time.sleep(2)\"";
+    cluster.create(&name, "HTTPMode", entrypoint).await;
     let job = cluster.until_finished(&name).await;
     assert_eq!(status_of(&job), (Some(JobDeploymentStatus::Complete), "SUCCEEDED".into(), String::new()));
     let id = job.status.unwrap().job_id.unwrap();
@@ -200,7 +209,12 @@ async fn an_http_mode_rayjob_completes_on_a_real_head() {
     assert_eq!(submissions_of(&id).await, 1);
     let logs = dashboard().job_logs(&id).await.unwrap();
     assert!(logs.contains("hello from a real head"), "{logs}");
+    // The operator tailed the job through the API server's proxy and journaled its output; the head closes the tail
+    // about 3 s after the end, and the operator drains it before letting go.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     cluster.assert_replays(operator);
+    let audit = cluster.journal_command(&["audit", &format!("rayjob/{NS}/{name}"), "--logs"]);
+    assert!(audit.contains(&format!("  {id} | hello from a real head")), "{audit}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,9 +27,6 @@ pub enum RayError {
     /// The dashboard refused the request (any other non-2xx answer), with its body.
     #[error("the Ray dashboard answered {status}: {body}")]
     BadRequest { status: u16, body: String },
-    /// The transport cannot do this (the log tail is not served through the API server's proxy).
-    #[error("{0} is not supported by this dashboard transport")]
-    Unsupported(&'static str),
     /// An answer the client does not understand, with the body.
     #[error("{0}")]
     Other(String),
@@ -124,9 +121,5 @@ mod tests {
         assert_eq!(duplicate.to_string(), "Job with submission_id job-abc already exists on the cluster");
         let refused = RayError::BadRequest { status: 400, body: "bad".into() };
         assert_eq!(refused.to_string(), "the Ray dashboard answered 400: bad");
-        assert_eq!(
-            RayError::Unsupported("log tailing").to_string(),
-            "log tailing is not supported by this dashboard transport"
-        );
     }
 }

@@ -164,8 +164,7 @@ impl DashboardClient {
     }
 
     /// The websocket `/api/jobs/<id>/logs/tail`: the backlog, then new lines about once a second, until the job has
-    /// ended ([`LogStream`]). Read the job's status to know how it ended. Over [`HttpTransport`] and the simulated
-    /// cluster's transport; [`ProxyTransport`] answers [`RayError::Unsupported`].
+    /// ended ([`LogStream`]). Read the job's status to know how it ended.
     pub async fn tail_job_logs(&self, id: &str) -> Result<LogStream> {
         self.transport.tail(&format!("{}/logs/tail", job_path(id))).await.map_err(|e| job_not_found(id, e))
     }
@@ -372,6 +371,12 @@ mod tests {
             *response.status_mut() = StatusCode::from_u16(status).unwrap();
             Ok(response)
         }
+
+        async fn tail(&self, path: &str) -> Result<LogStream> {
+            self.seen.lock().unwrap().push(format!("TAIL {path}"));
+            let (status, body) = self.answers.lock().unwrap().remove(0);
+            Err(super::error::from_status(StatusCode::from_u16(status).unwrap(), body.as_bytes()))
+        }
     }
 
     fn scripted(answers: Vec<(u16, &'static str)>) -> (DashboardClient, Arc<Scripted>) {
@@ -427,8 +432,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn other_transports_do_not_tail() {
-        let (client, _) = scripted(Vec::new());
-        assert_eq!(client.tail_job_logs("job-abc").await.err(), Some(RayError::Unsupported("log tailing")));
+    async fn a_tail_of_an_unknown_job_is_not_found() {
+        let (client, transport) = scripted(vec![(404, "Job ID does not exist")]);
+        let unknown = client.tail_job_logs("job-abc").await.err();
+        assert_eq!(unknown, Some(RayError::NotFound("Job job-abc does not exist on the cluster".into())));
+        assert_eq!(seen(&transport), ["TAIL /api/jobs/job-abc/logs/tail"]);
     }
 }

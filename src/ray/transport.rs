@@ -3,8 +3,8 @@
 //! simulated cluster (`crate::sim::ray_transport`).
 //!
 //! A transport answers whatever status the dashboard gave; its own errors are for requests that got no answer
-//! ([`RayError::Unavailable`]). [`HttpTransport`] tails job logs (a websocket), as does the simulated cluster's
-//! transport in-process; [`ProxyTransport`] answers [`RayError::Unsupported`] to it.
+//! ([`RayError::Unavailable`]). Every one of them tails job logs (a websocket): [`ProxyTransport`] through the API
+//! server's upgrade of `services/proxy`, as `kubectl port-forward`-free clients do.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http_body_util::BodyExt;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::error::{RayError, Result, from_status};
@@ -33,10 +34,7 @@ pub trait Transport: Send + Sync {
     async fn send(&self, request: http::Request<Bytes>) -> Result<http::Response<Bytes>>;
 
     /// Opens the websocket at `path` and streams its text frames.
-    async fn tail(&self, path: &str) -> Result<LogStream> {
-        let _ = path;
-        Err(RayError::Unsupported("log tailing"))
-    }
+    async fn tail(&self, path: &str) -> Result<LogStream>;
 }
 
 /// Maps the dashboard address the operator computes (`<svc>.<ns>.svc.cluster.local:8265`, the RayCluster's
@@ -209,6 +207,49 @@ impl Transport for ProxyTransport {
             Some(message) => Err(RayError::Unavailable(format!("{what}: the API server answered {message}"))),
             None => Ok(response),
         }
+    }
+
+    /// The websocket handshake through the API server, which upgrades the connection and relays it to the dashboard.
+    /// kube's own `Client::connect` insists on Kubernetes' stream subprotocols, which a dashboard never picks, so the
+    /// handshake is checked here, with no subprotocol and no compression offered.
+    async fn tail(&self, path: &str) -> Result<LogStream> {
+        let uri = format!("{}{path}", self.prefix);
+        let key = tungstenite::handshake::client::generate_key();
+        let request = http::Request::get(&uri)
+            .header(http::header::CONNECTION, "Upgrade")
+            .header(http::header::UPGRADE, "websocket")
+            .header(http::header::SEC_WEBSOCKET_VERSION, "13")
+            .header(http::header::SEC_WEBSOCKET_KEY, &key)
+            .body(kube::client::Body::empty())
+            .map_err(|e| RayError::Other(format!("GET {uri}: {e}")))?;
+        let handshake = async {
+            let answer =
+                self.client.send(request).await.map_err(|e| RayError::Unavailable(format!("GET {uri}: {e}")))?;
+            if answer.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                let (parts, body) = answer.into_parts();
+                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let response = http::Response::from_parts(parts, body);
+                return Err(match api_server_refusal(&response) {
+                    Some(message) => RayError::Unavailable(format!("GET {uri}: the API server answered {message}")),
+                    None => from_status(response.status(), response.body()),
+                });
+            }
+            let accepted = answer.headers().get(http::header::SEC_WEBSOCKET_ACCEPT);
+            if accepted.is_none_or(|accept| accept.as_bytes() != derive_accept_key(key.as_bytes()).as_bytes()) {
+                return Err(RayError::Unavailable(format!("GET {uri}: the upgrade's accept key does not match")));
+            }
+            hyper::upgrade::on(answer).await.map_err(|e| RayError::Unavailable(format!("GET {uri}: {e}")))
+        };
+        let upgraded = tokio::time::timeout(self.timeout, handshake)
+            .await
+            .map_err(|_| RayError::Unavailable(format!("GET {uri}: no handshake within {:?}", self.timeout)))??;
+        let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            hyper_util::rt::TokioIo::new(upgraded),
+            tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
+        Ok(Box::pin(log_frames(socket)))
     }
 }
 

@@ -70,7 +70,6 @@ impl Dashboards {
     }
 
     /// The websocket tail of a job's output: the backlog, then new lines as they come, until the job has ended.
-    /// Through the API server's proxy it is [`RayError::Unsupported`].
     pub async fn tail(&self, address: &str, job_id: &str) -> Result<LogStream, RayError> {
         self.client(address)?.tail_job_logs(job_id).await
     }

@@ -8,8 +8,7 @@
 //! - The dashboard sends the whole backlog first whenever a tail connects. A task asks the journal how many lines of
 //!   the job it already holds and skips that many, so that neither a restart nor a reconnect journals a line twice.
 //! - A tail that fails (the dashboard unreachable, the job not submitted yet) is tried again after a delay that
-//!   doubles up to [`RETRY_MAX`]; the first failure of a run of them is logged, the rest are not. A transport that
-//!   cannot tail at all (through the API server's proxy) is said once, at debug, and the task ends.
+//!   doubles up to [`RETRY_MAX`]; the first failure of a run of them is logged, the rest are not.
 //! - When the RayJob leaves Running its task drains: it goes on reading until the dashboard closes the tail (about
 //!   3 s after the job ended) or [`DRAIN_GRACE`] has passed, so that the job's last lines — which may arrive after
 //!   the step that saw the job end — are kept. It reconnects no more.
@@ -173,10 +172,6 @@ async fn follow(context: Context, object: ObjectRef, target: Target, mut drain: 
                     Ended::Closed | Ended::Drained => return,
                     Ended::Broken(error) => error,
                 }
-            }
-            Err(RayError::Unsupported(what)) => {
-                tracing::debug!(%object, job_id = %target.job_id, "{what} is not supported here: the job's output is not journaled");
-                return;
             }
             Err(error) => error,
         };
@@ -460,16 +455,6 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let journal = journaled(tails, running).await;
         assert_eq!(journal, [(0, lines(&["a"])), (1, lines(&["b"])), (0, lines(&["x"]))]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_transport_that_cannot_tail_ends_the_task_without_retrying() {
-        let running = start(vec![Connection::Refused(RayError::Unsupported("log tailing"))]);
-        let mut tails = Tails::default();
-        tails.follow(&key(), &object(), Some(target()), &running.context);
-        tokio::time::sleep(Duration::from_secs(120)).await;
-        assert_eq!(running.dashboard.tails.lock().unwrap().len(), 1);
-        assert_eq!(journaled(tails, running).await, []);
     }
 
     #[tokio::test(start_paused = true)]
