@@ -4,8 +4,9 @@
 //! hence the generous waits.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a failing test should stop loudly
 
-use std::future::Future;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use kuberay::ray::{
@@ -13,6 +14,8 @@ use kuberay::ray::{
     SubmitRequest,
 };
 use serde_json::json;
+
+use common::until;
 
 const ENV: &str = "KUBERAY_TEST_RAY_DASHBOARD";
 
@@ -39,18 +42,6 @@ fn unique(name: &str) -> String {
 
 fn submission(entrypoint: &str, id: &str) -> SubmitRequest {
     SubmitRequest { entrypoint: entrypoint.into(), submission_id: Some(id.into()), ..SubmitRequest::default() }
-}
-
-/// Polls `probe` every half second until it answers, for at most `limit`.
-async fn until<T, F: Future<Output = Option<T>>>(what: &str, limit: Duration, mut probe: impl FnMut() -> F) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 /// The job's own lines in a log: Ray's lines (stderr) interleave with them anywhere.

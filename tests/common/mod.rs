@@ -69,3 +69,19 @@ pub fn rayjob(name: &str, mode: &str, entrypoint: &str, cluster_spec: serde_json
     }))
     .expect("a valid RayJob")
 }
+
+/// Polls `probe` (in wall-clock time, every 100 ms) until it answers, for at most `limit`.
+pub async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
