@@ -423,6 +423,7 @@ mod tests {
             first_line,
             lines: lines.iter().map(|line| line.to_string()).collect(),
             time: Time(jiff::Timestamp::UNIX_EPOCH),
+            complete: false,
         }
     }
 

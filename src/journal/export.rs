@@ -462,6 +462,7 @@ mod tests {
             first_line: 4,
             lines: lines(&["step 1", "REDIS_PASSWORD=s3"]),
             time: Time(jiff::Timestamp::UNIX_EPOCH),
+            complete: true,
         };
         // Written around the journal's own redaction, as a file from elsewhere may hold it.
         let part = Part { name: super::super::LOGS_PART.into(), json: serde_json::to_vec(&logs).unwrap() };
@@ -477,7 +478,10 @@ mod tests {
         assert_eq!((last.kind, last.object.as_ref()), (Kind::Logs, Some(&object)));
         let expected = super::super::JobLogs { lines: lines(&["step 1", "REDIS_PASSWORD=<redacted>"]), ..logs };
         assert_eq!(last.logs().unwrap(), expected);
-        assert_eq!(copy.logged_lines(&object, "job-1").unwrap(), 6);
+        assert_eq!(
+            copy.logged_output(&object, "job-1").unwrap(),
+            crate::journal::LoggedOutput { lines: 6, complete: true }
+        );
         assert_eq!(journal.entry(seq).unwrap().kind, Kind::Logs);
     }
 

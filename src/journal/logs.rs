@@ -7,7 +7,9 @@
 //!
 //! Each record says where its lines start in the job's whole output (`firstLine`), so that a tail started again —
 //! after a restart, or a broken connection, when the dashboard sends the whole backlog again — knows how many lines
-//! the journal already holds ([`Journal::logged_lines`]) even when retention removed earlier records.
+//! the journal already holds ([`Journal::logged_output`]) even when retention removed earlier records. The record
+//! written when the dashboard closed the tail says so (`complete`): the job's output is all in the journal, and
+//! nothing needs to fetch it again.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::{Deserialize, Serialize};
@@ -32,6 +34,18 @@ pub struct JobLogs {
     pub lines: Vec<String>,
     /// When they arrived.
     pub time: Time,
+    /// The dashboard closed the tail after these lines: the job has ended, and its output is all journaled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub complete: bool,
+}
+
+/// What the journal holds of one job's output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoggedOutput {
+    /// How many of its lines, from the first.
+    pub lines: u64,
+    /// Whether they are all of them ([`JobLogs::complete`]).
+    pub complete: bool,
 }
 
 impl JobLogs {
@@ -49,18 +63,17 @@ impl<S: Store> Journal<S> {
     /// Journals lines of a job's output under `object`, redacted; returns the record's seq.
     pub fn append_logs(&mut self, object: &ObjectRef, logs: &JobLogs) -> Result<u64, JournalError> {
         let lines = logs.lines.iter().map(|line| redact::redact_log_line(line).into_owned()).collect();
-        let redacted =
-            JobLogs { lines, job_id: logs.job_id.clone(), first_line: logs.first_line, time: logs.time.clone() };
+        let redacted = JobLogs { lines, ..logs.clone() };
         let part = Part { name: LOGS_PART.to_string(), json: serde_json::to_vec(&redacted)? };
         self.append(Kind::Logs, Some(object), &[part])
     }
 
-    /// How many lines of job `job_id`'s output the journal holds for `object` (appended ones included, durable or
-    /// not): the end of the furthest of its log records. Records that do not decode count for nothing (a scan reports
-    /// them).
-    pub fn logged_lines(&self, object: &ObjectRef, job_id: &str) -> Result<u64, JournalError> {
-        let Some(&id) = self.object_ids.get(object) else { return Ok(0) };
-        let mut lines = 0;
+    /// What the journal holds of job `job_id`'s output under `object` (appended records included, durable or not):
+    /// the end of the furthest of its log records, and whether one of them completed it. Records that do not decode
+    /// count for nothing (a scan reports them).
+    pub fn logged_output(&self, object: &ObjectRef, job_id: &str) -> Result<LoggedOutput, JournalError> {
+        let mut logged = LoggedOutput::default();
+        let Some(&id) = self.object_ids.get(object) else { return Ok(logged) };
         for item in self.store.range(TreeId::Index, &index_key(id, self.low_water), Some(&index_key(id, u64::MAX))) {
             let (key, _) = item?;
             let Some(seq) = index_key_seq(key.as_ref()) else { continue };
@@ -73,10 +86,11 @@ impl<S: Store> Journal<S> {
             if let Some(logs) = part.and_then(|part| JobLogs::from_part(&part.json).ok())
                 && logs.job_id == job_id
             {
-                lines = lines.max(logs.end());
+                logged.lines = logged.lines.max(logs.end());
+                logged.complete |= logs.complete;
             }
         }
-        Ok(lines)
+        Ok(logged)
     }
 }
 
@@ -111,6 +125,7 @@ mod tests {
             first_line,
             lines: lines.iter().map(|l| l.to_string()).collect(),
             time: at(10),
+            complete: false,
         }
     }
 
@@ -146,15 +161,15 @@ mod tests {
         let mut journal = Journal::in_memory().unwrap();
         let written = write(&mut journal, 2, 1);
         let (first, second) = (&written[0].input.object, &written[1].input.object);
-        assert_eq!(journal.logged_lines(first, "job-1").unwrap(), 0);
+        assert_eq!(journal.logged_output(first, "job-1").unwrap().lines, 0);
         journal.append_logs(first, &logs("job-1", 0, &["a", "b"])).unwrap();
         journal.append_logs(first, &logs("job-1", 2, &["c"])).unwrap();
         journal.append_logs(first, &logs("job-2", 0, &["x"])).unwrap();
         journal.append_logs(second, &logs("job-1", 0, &["y", "z", "w", "v"])).unwrap();
-        assert_eq!(journal.logged_lines(first, "job-1").unwrap(), 3, "before the commit too");
-        assert_eq!(journal.logged_lines(first, "job-2").unwrap(), 1);
-        assert_eq!(journal.logged_lines(second, "job-1").unwrap(), 4);
-        assert_eq!(journal.logged_lines(second, "job-3").unwrap(), 0);
+        assert_eq!(journal.logged_output(first, "job-1").unwrap().lines, 3, "before the commit too");
+        assert_eq!(journal.logged_output(first, "job-2").unwrap().lines, 1);
+        assert_eq!(journal.logged_output(second, "job-1").unwrap().lines, 4);
+        assert_eq!(journal.logged_output(second, "job-3").unwrap().lines, 0);
     }
 
     #[test]
@@ -173,8 +188,8 @@ mod tests {
         assert_eq!((report.objects, report.records), (1, 4), "input, decision, logs and the gone input");
         let (entries, damage) = scan_all(&journal);
         assert_eq!((seqs(&entries), damage), (vec![3, 4, 6], vec![]), "nothing removed is reported missing");
-        assert_eq!(journal.logged_lines(&gone.object, "job-1").unwrap(), 0);
-        assert_eq!(journal.logged_lines(kept, "job-1").unwrap(), 1);
+        assert_eq!(journal.logged_output(&gone.object, "job-1").unwrap().lines, 0);
+        assert_eq!(journal.logged_output(kept, "job-1").unwrap().lines, 1);
     }
 
     #[rstest::rstest]
@@ -192,7 +207,7 @@ mod tests {
         let (entries, found) = scan_all(&journal);
         assert_eq!((seqs(&entries), found.clone()), (vec![1, 2, 3, 4], vec![Damage { seq: 5, kind: kind.clone() }]));
         assert_eq!(journal.read(5).unwrap(), Scanned::Damage(Damage { seq: 5, kind }));
-        assert_eq!(journal.logged_lines(&object, "job-1").unwrap(), 0, "damaged lines count for nothing");
+        assert_eq!(journal.logged_output(&object, "job-1").unwrap().lines, 0, "damaged lines count for nothing");
     }
 
     #[test]
@@ -203,6 +218,6 @@ mod tests {
         let part = Part { name: LOGS_PART.into(), json: br#"{"jobId": 3}"#.to_vec() };
         let seq = journal.append(Kind::Logs, Some(object), &[part]).unwrap();
         assert!(matches!(journal.entry(seq).unwrap().logs(), Err(JournalError::Json(_))));
-        assert_eq!(journal.logged_lines(object, "3").unwrap(), 0);
+        assert_eq!(journal.logged_output(object, "3").unwrap().lines, 0);
     }
 }

@@ -48,7 +48,7 @@ use record::{
 use store::{MemStore, SledStore, Store, TreeId};
 
 pub use export::{ExportFormat, ExportReport, ImportReport};
-pub use logs::{JobLogs, LOGS_PART};
+pub use logs::{JobLogs, LOGS_PART, LoggedOutput};
 pub use read::{Entry, ObjectSummary, Scan, Scanned, Stats};
 pub use record::Kind;
 pub use retention::{Retention, RetentionReport};

@@ -20,7 +20,7 @@ use super::metrics::Metrics;
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineError};
 use crate::journal::store::Store;
-use crate::journal::{JobLogs, Retention};
+use crate::journal::{JobLogs, LoggedOutput, Retention};
 use crate::machine::{Decision, Input, Memory, ObjectRef};
 
 /// The most steps one commit covers: a bound on how long the first of them waits.
@@ -29,7 +29,7 @@ const MAX_BATCH: usize = 256;
 pub const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 
 type Reply = oneshot::Sender<Result<Decision, Arc<EngineError>>>;
-type CountReply = oneshot::Sender<Result<u64, Arc<EngineError>>>;
+type LoggedReply = oneshot::Sender<Result<LoggedOutput, Arc<EngineError>>>;
 
 enum Request {
     /// The Input boxed: it is large, and the other requests are small.
@@ -42,10 +42,10 @@ enum Request {
         object: ObjectRef,
         logs: JobLogs,
     },
-    LoggedLines {
+    Logged {
         object: ObjectRef,
         job_id: String,
-        reply: CountReply,
+        reply: LoggedReply,
     },
 }
 
@@ -91,10 +91,10 @@ impl Journaler {
         self.requests.send(Request::Logs { object, logs }).await.map_err(|_| StepError::Stopped)
     }
 
-    /// How many lines of job `job_id`'s output the journal holds for `object`, counting everything sent before.
-    pub async fn logged_lines(&self, object: ObjectRef, job_id: String) -> Result<u64, StepError> {
+    /// What the journal holds of job `job_id`'s output for `object`, counting everything sent before.
+    pub async fn logged_output(&self, object: ObjectRef, job_id: String) -> Result<LoggedOutput, StepError> {
         let (reply, answer) = oneshot::channel();
-        self.requests.send(Request::LoggedLines { object, job_id, reply }).await.map_err(|_| StepError::Stopped)?;
+        self.requests.send(Request::Logged { object, job_id, reply }).await.map_err(|_| StepError::Stopped)?;
         Ok(answer.await.map_err(|_| StepError::Stopped)??)
     }
 }
@@ -139,7 +139,7 @@ impl<S: Store + Send + 'static> JournalTask<S> {
             for answer in answers {
                 match answer {
                     Answer::Decision(reply, decision) => drop(reply.send(decision)),
-                    Answer::Count(reply, count) => drop(reply.send(count)),
+                    Answer::Logged(reply, logged) => drop(reply.send(logged)),
                 }
             }
         }
@@ -174,7 +174,7 @@ impl<S: Store + Send + 'static> JournalTask<S> {
 
 enum Answer {
     Decision(Reply, Result<Decision, Arc<EngineError>>),
-    Count(CountReply, Result<u64, Arc<EngineError>>),
+    Logged(LoggedReply, Result<LoggedOutput, Arc<EngineError>>),
 }
 
 fn step_batch<S: Store>(mut engine: Engine<S>, batch: Vec<Request>, metrics: &Metrics) -> (Engine<S>, Vec<Answer>) {
@@ -190,9 +190,9 @@ fn step_batch<S: Store>(mut engine: Engine<S>, batch: Vec<Request>, metrics: &Me
                     tracing::warn!(%object, job_id = %logs.job_id, %error, "job output not journaled");
                 }
             }
-            Request::LoggedLines { object, job_id, reply } => {
-                let count = engine.journal().logged_lines(&object, &job_id).map_err(|e| Arc::new(e.into()));
-                answers.push(Answer::Count(reply, count));
+            Request::Logged { object, job_id, reply } => {
+                let logged = engine.journal().logged_output(&object, &job_id).map_err(|e| Arc::new(e.into()));
+                answers.push(Answer::Logged(reply, logged));
             }
         }
     }

@@ -12,6 +12,10 @@
 //! - When the RayJob leaves Running its task drains: it goes on reading until the dashboard closes the tail (about
 //!   3 s after the job ended) or [`DRAIN_GRACE`] has passed, so that the job's last lines — which may arrive after
 //!   the step that saw the job end — are kept. It reconnects no more.
+//! - The record written when the dashboard closes the tail marks the output complete. A RayJob found Complete or
+//!   Failed whose job's output is not complete in the journal — the operator stopped while it drained, or was down
+//!   while the job ran — has the rest fetched once per run: one connection, read as a drain (the dashboard sends
+//!   the backlog of an ended job and closes). A job whose output is complete is never connected to again.
 //! - A RayJob deleted, the lead lost, or the operator stopping: its task is aborted at once.
 
 use std::collections::HashMap;
@@ -42,21 +46,25 @@ pub const RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long a tail goes on reading once its RayJob has left Running.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(15);
 
-/// The job a tail follows: where its dashboard is, and its id.
+/// The job a tail follows: where its dashboard is, its id, and whether it has ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     pub address: String,
     pub job_id: String,
+    /// The RayJob is Complete or Failed: what the journal lacks of the output is fetched once, not followed.
+    pub ended: bool,
 }
 
 impl Target {
-    /// The job to tail after `decision` was taken on `input`: a RayJob left Running, in HTTPMode or SidecarMode, with
-    /// a job id and a dashboard address — read off the status the Decision writes, else the one observed.
+    /// The job to tail after `decision` was taken on `input`: a RayJob left Running (or Complete or Failed: ended), in
+    /// HTTPMode or SidecarMode, with a job id and a dashboard address — read off the status the Decision writes, else
+    /// the one observed.
     pub fn of(input: &Input, decision: &Decision) -> Option<Target> {
         let Observation::RayJob(observation) = &input.observation else { return None };
         let job = observation.job.as_ref()?;
         let tailed = matches!(job.spec.mode(), Some(SubmissionMode::Http | SubmissionMode::Sidecar));
-        if decision.next != State::Running.name() || !tailed {
+        let ended = [State::Complete.name(), State::Failed.name()].contains(&decision.next.as_str());
+        if !tailed || !(ended || decision.next == State::Running.name()) {
             return None;
         }
         let written = decision.commands.iter().rev().find_map(|command| match command {
@@ -71,6 +79,7 @@ impl Target {
         Some(Target {
             address: field("dashboardURL", observed.and_then(|status| status.dashboard_url.as_ref()))?,
             job_id: field("jobId", observed.and_then(|status| status.job_id.as_ref()))?,
+            ended,
         })
     }
 }
@@ -95,17 +104,25 @@ struct Tail {
 pub struct Tails {
     following: HashMap<Key, Tail>,
     draining: Vec<JoinHandle<()>>,
+    /// The ended job (uid, job id) of each RayJob whose output was drained or fetched in this run.
+    ended: HashMap<Key, (String, String)>,
 }
 
 impl Tails {
     /// Follows a RayJob's Decision: starts the tail of `target` (draining one of another job or incarnation), keeps
-    /// the one already following it, or drains it when there is nothing to tail any more.
+    /// the one already following it, or drains it when there is nothing to follow any more; for an ended job, once
+    /// per run, drains the tail that followed it or else fetches what the journal lacks of its output.
     pub fn follow(&mut self, key: &Key, object: &ObjectRef, target: Option<Target>, context: &Context) {
-        let unchanged = match (&target, self.following.get(key)) {
-            (Some(target), Some(tail)) => tail.object.uid == object.uid && &tail.target == target,
+        let same_job = |tail: &Tail, target: &Target| {
+            tail.object.uid == object.uid
+                && tail.target.job_id == target.job_id
+                && tail.target.address == target.address
+        };
+        let followed = match (&target, self.following.get(key)) {
+            (Some(target), Some(tail)) => same_job(tail, target),
             _ => false,
         };
-        if unchanged {
+        if followed && target.as_ref().is_some_and(|target| !target.ended) {
             return;
         }
         if let Some(tail) = self.following.remove(key) {
@@ -113,15 +130,28 @@ impl Tails {
             self.draining.retain(|task| !task.is_finished());
             self.draining.push(tail.task);
         }
-        if let Some(target) = target {
-            let (drain, draining) = watch::channel(false);
-            let task = tokio::spawn(follow(context.clone(), object.clone(), target.clone(), draining));
-            self.following.insert(key.clone(), Tail { object: object.clone(), target, drain, task });
+        let Some(target) = target else { return };
+        if target.ended {
+            let job = (object.uid.clone(), target.job_id.clone());
+            if self.ended.get(key) == Some(&job) {
+                return;
+            }
+            self.ended.insert(key.clone(), job);
+            if !followed {
+                // Read as a drain from the start: one connection, no retries.
+                let (_, draining) = watch::channel(true);
+                self.draining.push(tokio::spawn(follow(context.clone(), object.clone(), target, draining)));
+            }
+            return;
         }
+        let (drain, draining) = watch::channel(false);
+        let task = tokio::spawn(follow(context.clone(), object.clone(), target.clone(), draining));
+        self.following.insert(key.clone(), Tail { object: object.clone(), target, drain, task });
     }
 
     /// Stops a RayJob's tail at once (the RayJob is gone).
     pub fn stop(&mut self, key: &Key) {
+        self.ended.remove(key);
         if let Some(tail) = self.following.remove(key) {
             tail.task.abort();
         }
@@ -130,6 +160,8 @@ impl Tails {
     /// Stops every tail at once (the lead is lost, or the operator stops) and waits until they have let go of the
     /// journaler.
     pub async fn stop_all(&mut self) {
+        // A replica that leads again looks at every ended job again.
+        self.ended.clear();
         let tasks: Vec<JoinHandle<()>> =
             self.following.drain().map(|(_, tail)| tail.task).chain(self.draining.drain(..)).collect();
         for task in &tasks {
@@ -152,11 +184,15 @@ enum Ended {
 }
 
 /// One tail task: connect, skip what the journal holds, journal the rest; again after a failure, while the RayJob is
-/// Running.
+/// Running. Nothing to do when the journal holds the whole output.
 async fn follow(context: Context, object: ObjectRef, target: Target, mut drain: watch::Receiver<bool>) {
-    let Ok(mut position) = context.journaler.logged_lines(object.clone(), target.job_id.clone()).await else {
+    let Ok(logged) = context.journaler.logged_output(object.clone(), target.job_id.clone()).await else {
         return;
     };
+    if logged.complete {
+        return;
+    }
+    let mut position = logged.lines;
     let mut delay = RETRY_FIRST;
     let mut failing = false;
     let mut deadline: Option<Instant> = None;
@@ -176,6 +212,7 @@ async fn follow(context: Context, object: ObjectRef, target: Target, mut drain: 
             Err(error) => error,
         };
         if *drain.borrow() {
+            tracing::info!(%object, job_id = %target.job_id, error = %failure, "the rest of the job's output cannot be fetched");
             return;
         }
         if !failing {
@@ -226,7 +263,7 @@ impl Reader<'_> {
                     Err(_) => return Ended::Drained,
                 },
                 () = until_deadline => {
-                    self.journal(&mut seen, std::mem::take(&mut partial)).await;
+                    self.journal(&mut seen, std::mem::take(&mut partial), false).await;
                     return Ended::Drained;
                 }
             };
@@ -254,16 +291,18 @@ impl Reader<'_> {
                 }
                 None => String::new(),
             };
-            let last = if matches!(ended, Some(Ended::Closed)) { std::mem::take(&mut partial) } else { String::new() };
-            self.journal(&mut seen, complete + &last).await;
+            let closed = matches!(ended, Some(Ended::Closed));
+            let last = if closed { std::mem::take(&mut partial) } else { String::new() };
+            self.journal(&mut seen, complete + &last, closed).await;
             if let Some(ended) = ended {
                 return ended;
             }
         }
     }
 
-    /// Journals the lines of `text` the journal does not hold yet.
-    async fn journal(&mut self, seen: &mut u64, text: String) {
+    /// Journals the lines of `text` the journal does not hold yet; `complete`: they end the job's output, which the
+    /// record says even when there are none.
+    async fn journal(&mut self, seen: &mut u64, text: String, complete: bool) {
         let mut lines = Vec::new();
         let mut first_line = None;
         for line in text.split_terminator('\n') {
@@ -274,9 +313,9 @@ impl Reader<'_> {
                 lines.push(line.strip_suffix('\r').unwrap_or(line).to_string());
             }
         }
-        let Some(first_line) = first_line else { return };
-        let logs =
-            JobLogs { job_id: self.target.job_id.clone(), first_line, lines, time: Time(self.context.clock.now()) };
+        let Some(first_line) = first_line.or(complete.then_some(self.position)) else { return };
+        let time = Time(self.context.clock.now());
+        let logs = JobLogs { job_id: self.target.job_id.clone(), first_line, lines, time, complete };
         self.position = logs.end();
         // The journaler gone means the operator is stopping: nothing more to journal.
         let _ = self.context.journaler.logs(self.object.clone(), logs).await;
@@ -350,7 +389,7 @@ mod tests {
     }
 
     fn target() -> Target {
-        Target { address: "job-head-svc.ns.svc.cluster.local:8265".into(), job_id: "job-1".into() }
+        Target { address: "job-head-svc.ns.svc.cluster.local:8265".into(), job_id: "job-1".into(), ended: false }
     }
 
     struct Running {
@@ -373,13 +412,23 @@ mod tests {
         Running { context: Context { journaler, dashboards, clock }, task: tokio::spawn(task.run()), dashboard }
     }
 
-    /// Stops the tails and the journal; the job output journaled, one record per element.
-    async fn journaled(mut tails: Tails, running: Running) -> Vec<(u64, Vec<String>)> {
+    /// Stops the tails and the journal; the log records journaled.
+    async fn records(mut tails: Tails, running: Running) -> Vec<JobLogs> {
         tails.stop_all().await;
         drop(running.context);
         let journal = running.task.await.unwrap().unwrap().into_journal();
-        let logs = history(&journal, Some(&[object()])).unwrap().logs;
-        logs.into_iter().map(|logged| (logged.logs.first_line, logged.logs.lines)).collect()
+        history(&journal, Some(&[object()])).unwrap().logs.into_iter().map(|logged| logged.logs).collect()
+    }
+
+    /// The job output journaled, one record per element.
+    async fn journaled(tails: Tails, running: Running) -> Vec<(u64, Vec<String>)> {
+        records(tails, running).await.into_iter().map(|logs| (logs.first_line, logs.lines)).collect()
+    }
+
+    async fn journal_lines(running: &Running, first_line: u64, text: &[&str]) {
+        let time = Time(running.context.clock.now());
+        let logs = JobLogs { job_id: "job-1".into(), first_line, lines: lines(text), time, complete: false };
+        running.context.journaler.logs(object(), logs).await.unwrap();
     }
 
     fn lines(lines: &[&str]) -> Vec<String> {
@@ -398,20 +447,7 @@ mod tests {
             Connection::Frames(vec![(1, Ok("l0\nl1\nl2\nl3\n")), (0, Ok("partial\n\nl6\n")), (1, Ok("l7"))]),
         ]);
         // What an earlier run journaled: the backlog's first two lines.
-        running
-            .context
-            .journaler
-            .logs(
-                object(),
-                JobLogs {
-                    job_id: "job-1".into(),
-                    first_line: 0,
-                    lines: lines(&["l0", "l1"]),
-                    time: Time(running.context.clock.now()),
-                },
-            )
-            .await
-            .unwrap();
+        journal_lines(&running, 0, &["l0", "l1"]).await;
         let mut tails = Tails::default();
         tails.follow(&key(), &object(), Some(target()), &running.context);
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -458,6 +494,54 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_ended_jobs_missing_output_is_fetched_once_and_complete_output_never_again() {
+        let running = start(vec![Connection::Frames(vec![(1, Ok("l0\nl1\n")), (0, Ok("l2\n"))])]);
+        // An operator stopped while it drained: the first line only.
+        journal_lines(&running, 0, &["l0"]).await;
+        let ended = Target { ended: true, ..target() };
+        let mut tails = Tails::default();
+        tails.follow(&key(), &object(), Some(ended.clone()), &running.context);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        tails.follow(&key(), &object(), Some(ended.clone()), &running.context);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        // The lead lost and regained: every ended job is looked at again, and this one's output is complete.
+        tails.stop_all().await;
+        tails.follow(&key(), &object(), Some(ended), &running.context);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(running.dashboard.tails.lock().unwrap().len(), 1, "one connection in all");
+        let found: Vec<(u64, Vec<String>, bool)> =
+            records(tails, running).await.into_iter().map(|l| (l.first_line, l.lines, l.complete)).collect();
+        assert_eq!(found, [(0, lines(&["l0"]), false), (1, lines(&["l1", "l2"]), true)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ended_job_whose_dashboard_is_gone_is_tried_once() {
+        let running = start(Vec::new());
+        let mut tails = Tails::default();
+        tails.follow(&key(), &object(), Some(Target { ended: true, ..target() }), &running.context);
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert_eq!(running.dashboard.tails.lock().unwrap().len(), 1);
+        assert_eq!(journaled(tails, running).await, []);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drained_tail_closed_by_the_dashboard_completes_the_output() {
+        let running = start(vec![Connection::Frames(vec![(1, Ok("a\n")), (4, Ok("b\n"))])]);
+        let mut tails = Tails::default();
+        tails.follow(&key(), &object(), Some(target()), &running.context);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // The job ended: the RayJob is Complete; its tail drains to the dashboard's close, and is not fetched again.
+        tails.follow(&key(), &object(), Some(Target { ended: true, ..target() }), &running.context);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        tails.follow(&key(), &object(), Some(Target { ended: true, ..target() }), &running.context);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(running.dashboard.tails.lock().unwrap().len(), 1);
+        let found: Vec<(Vec<String>, bool)> =
+            records(tails, running).await.into_iter().map(|l| (l.lines, l.complete)).collect();
+        assert_eq!(found, [(lines(&["a"]), false), (lines(&["b"]), true)]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn retries_back_off_up_to_the_maximum() {
         let running = start(Vec::new());
         let mut tails = Tails::default();
@@ -497,23 +581,26 @@ mod tests {
     }
 
     #[rstest]
-    #[case::http_running("HTTPMode", "Running", json!({"jobId": "j", "dashboardURL": "d:8265"}), None, Some(("d:8265", "j")))]
-    #[case::sidecar_running("SidecarMode", "Running", json!({"jobId": "j", "dashboardURL": "d:8265"}), None, Some(("d:8265", "j")))]
+    #[case::http_running("HTTPMode", "Running", json!({"jobId": "j", "dashboardURL": "d:8265"}), None, Some(("d:8265", "j", false)))]
+    #[case::sidecar_running("SidecarMode", "Running", json!({"jobId": "j", "dashboardURL": "d:8265"}), None, Some(("d:8265", "j", false)))]
     #[case::k8s_job_mode("K8sJobMode", "Running", json!({"jobId": "j", "dashboardURL": "d:8265"}), None, None)]
     #[case::interactive_mode("InteractiveMode", "Running", json!({"jobId": "j", "dashboardURL": "d:8265"}), None, None)]
-    #[case::not_running("HTTPMode", "Complete", json!({"jobId": "j", "dashboardURL": "d:8265"}), None, None)]
+    #[case::complete("HTTPMode", "Complete", json!({"jobId": "j", "dashboardURL": "d:8265"}), None, Some(("d:8265", "j", true)))]
+    #[case::failed("SidecarMode", "Failed", json!({"jobId": "j", "dashboardURL": "d:8265"}), None, Some(("d:8265", "j", true)))]
+    #[case::initializing("HTTPMode", "Initializing", json!({"jobId": "j", "dashboardURL": "d:8265"}), None, None)]
     #[case::no_job_id("HTTPMode", "Running", json!({"dashboardURL": "d:8265"}), None, None)]
     #[case::empty_dashboard("HTTPMode", "Running", json!({"jobId": "j", "dashboardURL": ""}), None, None)]
-    #[case::written_by_the_decision("HTTPMode", "Running", json!({}), Some(json!({"jobId": "j2", "dashboardURL": "e:8265"})), Some(("e:8265", "j2")))]
-    fn only_running_http_and_sidecar_jobs_are_tailed(
+    #[case::written_by_the_decision("HTTPMode", "Running", json!({}), Some(json!({"jobId": "j2", "dashboardURL": "e:8265"})), Some(("e:8265", "j2", false)))]
+    fn running_and_ended_http_and_sidecar_jobs_are_tailed(
         #[case] mode: &str,
         #[case] next: &str,
         #[case] observed: serde_json::Value,
         #[case] written: Option<serde_json::Value>,
-        #[case] expected: Option<(&str, &str)>,
+        #[case] expected: Option<(&str, &str, bool)>,
     ) {
         let (input, decision) = job_step(mode, next, observed, written);
-        let expected = expected.map(|(address, job_id)| Target { address: address.into(), job_id: job_id.into() });
+        let expected =
+            expected.map(|(address, job_id, ended)| Target { address: address.into(), job_id: job_id.into(), ended });
         assert_eq!(Target::of(&input, &decision), expected);
     }
 }
