@@ -22,7 +22,8 @@
 //!
 //! With a real Ray head ([`super::RayDashboard::Real`]) the command itself runs as a local process — the real `ray`
 //! CLI, found on `PATH` — with every dashboard address in it and in its env rewritten to the real head's URL; its
-//! output is the container's, its exit status the container's exit code.
+//! output is the container's, its exit status the container's exit code. It runs in a process group of its own,
+//! killed when its Pod goes (the `ray` CLI it started too), as a container's processes end with it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -369,6 +370,7 @@ async fn execute(io: &Io, container: &Value, submitter: &Submitter, url: &str) -
     let Some((program, args)) = words.split_first() else { return 1 };
     let mut command = tokio::process::Command::new(program);
     command
+        .process_group(0)
         .args(args)
         .envs(container_env(container).into_iter().map(|(name, value)| (name, rewrite(&value))))
         .stdin(std::process::Stdio::null())
@@ -382,6 +384,7 @@ async fn execute(io: &Io, container: &Value, submitter: &Submitter, url: &str) -
             return 127;
         }
     };
+    let group = child.id().map(ProcessGroup);
     let pipe = |reader: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| async move {
         let Some(reader) = reader else { return };
         let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(reader));
@@ -392,11 +395,27 @@ async fn execute(io: &Io, container: &Value, submitter: &Submitter, url: &str) -
     let stdout = child.stdout.take().map(|out| Box::new(out) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
     let stderr = child.stderr.take().map(|err| Box::new(err) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
     let ((), (), status) = tokio::join!(pipe(stdout), pipe(stderr), child.wait());
+    // Ended by itself: nothing to kill (and its group id may be reused by now).
+    std::mem::forget(group);
     match status {
         Ok(status) => status.code().unwrap_or(KILLED_EXIT_CODE),
         Err(error) => {
             io.print(&format!("wait: {error}"));
             1
+        }
+    }
+}
+
+/// The process group of a submitter run as a local process: killed when the submitter is dropped before it ends (its
+/// Pod went), so that the `ray` CLI it started goes too, as a container's processes do.
+struct ProcessGroup(u32);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        let leader = i32::try_from(self.0).ok().and_then(rustix::process::Pid::from_raw);
+        if let Some(leader) = leader {
+            // Already gone is fine.
+            let _ = rustix::process::kill_process_group(leader, rustix::process::Signal::KILL);
         }
     }
 }
