@@ -5,10 +5,13 @@
 //!   flushed at the same points (and, for reference, the same with sled's compression off);
 //! - replay: every record read back — the journal's scan (crc, parts resolved, blobs checked) against raw sled's
 //!   iteration with a crc32 over each value; then both decoding to Inputs and Decisions;
-//! - bytes per journaled transition over a long synthetic run, everything on disk included.
+//! - bytes per journaled transition over a long synthetic run, everything on disk included;
+//! - job output: lines journaled as the operator's tails journal them (records of `OUTPUT_LINES_PER_RECORD` lines,
+//!   redacted, under one RayJob) against raw sled storing each record's JSON, and the look-up a tail makes when it
+//!   starts (what the journal holds of a job's output) over that RayJob's records.
 //!
 //! Sizes: `JOURNAL_BENCH_TRANSITIONS` (default 10,000) for append and replay, `JOURNAL_BENCH_LONG` (default 40,000)
-//! for the long run.
+//! for the long run, `JOURNAL_BENCH_OUTPUT_LINES` (default 100,000) for job output.
 
 // A benchmark has nothing to recover from: it stops at the first failure, loudly.
 #![allow(clippy::expect_used, clippy::panic)]
@@ -16,9 +19,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kuberay::journal::synthetic::transitions;
-use kuberay::journal::{Journal, Kind, Scanned, SledOptions};
-use kuberay::machine::{Decision, Input};
+use kuberay::journal::{JobLogs, Journal, Kind, Scanned, SledOptions};
+use kuberay::machine::{Decision, Input, ObjectRef};
 
 /// Records per durability point, for the journal and the baseline alike.
 const GROUP: usize = 64;
@@ -101,6 +105,69 @@ fn raw_append(dir: &Path, work: &[(Input, Decision)], options: &SledOptions) -> 
     drop(tree);
     drop(db);
     Figures { records: work.len() * 2, elapsed, bytes: directory_bytes(dir) }
+}
+
+/// Lines per job-output record: a tail's frame holds the lines of about a second.
+const OUTPUT_LINES_PER_RECORD: usize = 10;
+
+/// The records of a job's output: numbered training-log lines, as a Ray driver prints them.
+fn output_records(lines: usize) -> Vec<JobLogs> {
+    let time = Time(jiff::Timestamp::UNIX_EPOCH);
+    (0..lines.div_ceil(OUTPUT_LINES_PER_RECORD))
+        .map(|record| {
+            let first = record * OUTPUT_LINES_PER_RECORD;
+            let lines = (first..(first + OUTPUT_LINES_PER_RECORD).min(lines))
+                .map(|line| {
+                    format!("(train_fn pid=4242) step {line}: loss=0.{:04} lr=0.001 throughput=812.3/s", line % 9973)
+                })
+                .collect();
+            JobLogs {
+                job_id: "rayjob-sample-abcde".into(),
+                first_line: first as u64,
+                lines,
+                time: time.clone(),
+                complete: false,
+            }
+        })
+        .collect()
+}
+
+/// Job output journaled under one RayJob, and how long the look-up of what the journal holds of it takes.
+fn output_append(dir: &Path, object: &ObjectRef, records: &[JobLogs], options: &SledOptions) -> (Figures, Duration) {
+    let mut journal = Journal::open(dir, options).expect("open");
+    let start = Instant::now();
+    for (index, logs) in records.iter().enumerate() {
+        journal.append_logs(object, logs).expect("append logs");
+        if (index + 1) % GROUP == 0 {
+            journal.commit().expect("commit");
+        }
+    }
+    journal.commit().expect("commit");
+    let elapsed = start.elapsed();
+    let bytes = journal.stats().expect("stats").bytes_on_disk;
+    let looked_up = Instant::now();
+    let logged = journal.logged_output(object, "rayjob-sample-abcde").expect("logged output");
+    let lookup = looked_up.elapsed();
+    assert_eq!(logged.lines, records.last().map_or(0, JobLogs::end));
+    (Figures { records: records.len(), elapsed, bytes }, lookup)
+}
+
+/// Raw sled with the journal's configuration: each record's JSON under its seq.
+fn raw_output_append(dir: &Path, records: &[JobLogs], options: &SledOptions) -> Figures {
+    let db = options.config(dir).open().expect("open");
+    let tree = db.open_tree("records").expect("tree");
+    let start = Instant::now();
+    for (seq, logs) in (1u64..).zip(records) {
+        tree.insert(seq.to_be_bytes(), serde_json::to_vec(logs).expect("json")).expect("insert");
+        if seq.is_multiple_of(GROUP as u64) {
+            db.flush().expect("flush");
+        }
+    }
+    db.flush().expect("flush");
+    let elapsed = start.elapsed();
+    drop(tree);
+    drop(db);
+    Figures { records: records.len(), elapsed, bytes: directory_bytes(dir) }
 }
 
 /// The best of `ROUNDS` runs, raw and journal taking turns: the machine is shared, and turns spread the noise
@@ -201,6 +268,30 @@ fn report() {
         "bytes per journaled transition over {long} transitions of 100 clusters: {:.0} (target <= 1024)",
         figures.bytes as f64 / long as f64
     );
+
+    let lines = size("JOURNAL_BENCH_OUTPUT_LINES", 100_000);
+    let records = output_records(lines);
+    let object = work[0].0.object.clone();
+    let (mut raws, mut journals, mut lookups) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        raws.push(raw_output_append(&dir(format!("raw-output{round}")), &records, &options));
+        let (figures, lookup) = output_append(&dir(format!("output{round}")), &object, &records, &options);
+        journals.push(figures);
+        lookups.push(lookup);
+    }
+    let (raw, journal) = (best(raws), best(journals));
+    let per_line = |figures: &Figures| rate(lines, figures.elapsed);
+    println!(
+        "job output, {lines} lines in records of {OUTPUT_LINES_PER_RECORD}: raw sled {:.0} lines/s ({:.0} bytes/line), \
+         journal {:.0} lines/s ({:.0} bytes/line), journal at {:.0}% of raw",
+        per_line(&raw),
+        raw.bytes as f64 / lines as f64,
+        per_line(&journal),
+        journal.bytes as f64 / lines as f64,
+        per_line(&journal) / per_line(&raw) * 100.0
+    );
+    let lookup = lookups.into_iter().min().unwrap_or_default();
+    println!("what the journal holds of a job's output, looked up over its {} records: {lookup:?}", records.len());
 }
 
 fn main() {
