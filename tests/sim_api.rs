@@ -793,6 +793,50 @@ async fn a_failing_restarted_pod_never_gets_ready() {
     assert_eq!(container.state.clone().unwrap().waiting.unwrap().reason.as_deref(), Some("CrashLoopBackOff"));
 }
 
+/// Two containers of a Ray head, as autoscaler v2 makes them: `restartPolicy: Never`.
+fn ray_head_spec() -> serde_json::Value {
+    json!({"restartPolicy": "Never", "containers": [
+        {"name": "ray-head", "image": "rayproject/ray:2.41.0", "command": ["/bin/bash", "-c", "ray start --head --block"]},
+        {"name": "autoscaler", "image": "rayproject/ray:2.41.0", "command": ["ray", "kuberay-autoscaler"]},
+    ]})
+}
+
+/// The containers of a Ray node's Pod run until it goes, though they are not restarted; any other Pod that is not
+/// restarted runs to completion.
+#[rstest::rstest]
+#[case::ray_node(json!({"ray.io/node-type": "head"}), ("Running", true))]
+#[case::any_other_pod(json!({"app": "x"}), ("Succeeded", false))]
+#[tokio::test(start_paused = true)]
+async fn run_once_pods_end_unless_they_are_ray_nodes(
+    #[case] labels: serde_json::Value,
+    #[case] expected: (&str, bool),
+) {
+    let sim = cluster_with_controllers("");
+    let pods: Api<Pod> = Api::namespaced(sim.client(), "default");
+    let pod: Pod =
+        serde_json::from_value(json!({"metadata": {"name": "p", "labels": labels}, "spec": ray_head_spec()})).unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    after(30.0).await;
+    let (phase, ready) = pod_phase(&pods.get("p").await.unwrap());
+    assert_eq!((phase.as_str(), ready), expected);
+}
+
+/// A Job's Pods run to completion, Ray labels or not (the Redis cleanup Job's carry the head's).
+#[tokio::test(start_paused = true)]
+async fn a_jobs_pod_with_ray_labels_runs_to_completion() {
+    let sim = cluster_with_controllers("");
+    let jobs: Api<Job> = Api::namespaced(sim.client(), "default");
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": "cleanup"},
+        "spec": {"template": {"metadata": {"labels": {"ray.io/node-type": "head"}}, "spec": ray_head_spec()}},
+    }))
+    .unwrap();
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    after(30.0).await;
+    let conditions = jobs.get("cleanup").await.unwrap().status.and_then(|s| s.conditions).unwrap_or_default();
+    assert!(conditions.iter().any(|c| c.type_ == "Complete" && c.status == "True"), "{conditions:?}");
+}
+
 /// The Pods (of 20 run-once Pods `p00`..`p19`) that end Failed under `controllers`.
 async fn failed_pods(controllers: kuberay::sim::ControllerConfig) -> Vec<String> {
     let clock = std::sync::Arc::new(kuberay::sim::TokioClock::starting_at("2025-01-01T00:00:00Z".parse().unwrap()));

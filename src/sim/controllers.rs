@@ -4,23 +4,23 @@
 //! - **kubelet**: a new Pod goes Running after [`ControllerConfig::pod_start_delay`] (a pod IP from 10.244.0.0/16,
 //!   host IP 10.0.0.1, running containers, PodScheduled and Initialized), and Ready after
 //!   [`ControllerConfig::pod_ready_delay`] more (while every container runs). How long a container runs depends on
-//!   what it runs: a Ray node (`ray start`) until its Pod goes; a RayJob submitter (a command that runs `ray job
-//!   submit`) until its command ends ([`super::submitter`], run by [`super::Sim::run_controllers`]); anything
-//!   else, in a Pod whose restartPolicy is not `Always`, for [`ControllerConfig::pod_run_duration`], then exits 0.
-//!   A Pod whose containers have all exited is Succeeded when they all exited 0, else Failed. A failing Pod (it
-//!   matches [`ControllerConfig::failing_pods`], is named in [`ControllerConfig::failing_pod_names`], or is drawn
-//!   with [`ControllerConfig::failure_rate`] and its seed) has every container exit 1 after the run duration when
-//!   it does not restart; a failing `Always` Pod never gets Ready (its containers wait in CrashLoopBackOff with one
-//!   restart).
+//!   what it runs: a container of a Ray node's Pod (labelled `ray.io/node-type` and no Job's: the node, the autoscaler,
+//!   any sidecar) until its Pod goes; a RayJob submitter (a command that runs `ray job submit`) until its command ends
+//!   ([`super::submitter`], run by [`super::Sim::run_controllers`]); anything else, in a Pod whose restartPolicy is
+//!   not `Always`, for [`ControllerConfig::pod_run_duration`], then exits 0. A Pod whose containers have all exited
+//!   is Succeeded when they all exited 0, else Failed. A failing Pod (it matches [`ControllerConfig::failing_pods`],
+//!   is named in [`ControllerConfig::failing_pod_names`], or is drawn with [`ControllerConfig::failure_rate`] and
+//!   its seed) has every container exit 1 after the run duration when it does not restart; a failing `Always` Pod
+//!   never gets Ready (its containers wait in CrashLoopBackOff with one restart).
 //!
 //!   Each container's output ([`pod_log`], `pods/NAME/log`) starts with the command line it runs (`command` and
 //!   `args`, or `<image entrypoint>`); a container that runs for the run duration then writes `simulated step K of
-//!   3` at each third of its run, the last one as it exits. A submitter's output is what its command prints. `follow` streams what is written until the container
-//!   terminates or its Pod is deleted ([`LogCursor`]).
+//!   3` at each third of its run, the last one as it exits. A submitter's output is what its command prints.
+//!   `follow` streams what is written until the container terminates or its Pod is deleted ([`LogCursor`]).
 //!
 //!   Approximations: no nodes or scheduling (`spec.nodeName` stays as written), no probes, no in-place restarts of
-//!   `OnFailure` containers (the Pod fails), no restart of an exited container in an `Always` Pod, no graceful termination, and no `previous`, `sinceSeconds` or
-//!   `limitBytes` logs.
+//!   `OnFailure` containers (the Pod fails), no restart of an exited container in an `Always` Pod, no graceful
+//!   termination, and no `previous`, `sinceSeconds` or `limitBytes` logs.
 //! - **Endpoints**: every Service with a selector has an Endpoints object of its name whose addresses are the
 //!   ready matching Pods with an IP (the others under `notReadyAddresses`), ports resolved from the Service's
 //!   `targetPort` (named ports from the first Pod's containers); it is deleted with its Service. A Pod's change
@@ -344,7 +344,7 @@ impl Controllers {
             Step::Start => {
                 let mut ends = false;
                 for container in containers(&pod) {
-                    match runs(container) {
+                    match runs(&pod, container) {
                         Runs::Submitter(submitter) => {
                             self.launches.push(Launch { pod: target.clone(), container: container.clone(), submitter })
                         }
@@ -367,7 +367,7 @@ impl Controllers {
                 }
             }
             Step::Progress(line) => {
-                for container in containers(&pod).filter(|c| matches!(runs(c), Runs::ToCompletion)) {
+                for container in containers(&pod).filter(|c| matches!(runs(&pod, c), Runs::ToCompletion)) {
                     store.append_log(
                         &target.uid,
                         text(container, "/name"),
@@ -388,7 +388,7 @@ impl Controllers {
             }
             Step::Finish => {
                 let ending: Vec<String> = containers(&pod)
-                    .filter(|c| failing || matches!(runs(c), Runs::ToCompletion))
+                    .filter(|c| failing || matches!(runs(&pod, c), Runs::ToCompletion))
                     .map(|c| text(c, "/name").to_string())
                     .collect();
                 for name in ending {
@@ -710,7 +710,8 @@ fn set_containers(pod: &mut Value, state: &Value, ready: bool, restarts: u32) {
 
 /// How the simulated kubelet runs a container (module docs).
 enum Runs {
-    /// A Ray node (`ray start`): until its Pod goes.
+    /// A container of a Ray node's Pod (the Ray node, the autoscaler, a user's sidecar; not a Job's): until its Pod
+    /// goes.
     Forever,
     /// A RayJob submitter: until its command ends ([`super::submitter`]).
     Submitter(Submitter),
@@ -718,14 +719,20 @@ enum Runs {
     ToCompletion,
 }
 
-fn runs(container: &Value) -> Runs {
+fn runs(pod: &Value, container: &Value) -> Runs {
     if let Some(submitter) = Submitter::of(container) {
         Runs::Submitter(submitter)
-    } else if command_line(container).contains("ray start") {
+    } else if pod.pointer("/metadata/labels/ray.io~1node-type").is_some() && !controlled_by_a_job(pod) {
         Runs::Forever
     } else {
         Runs::ToCompletion
     }
+}
+
+/// A Job's Pod (the Redis cleanup Job's carries the head's labels) runs to completion.
+fn controlled_by_a_job(pod: &Value) -> bool {
+    let owners = pod.pointer("/metadata/ownerReferences").and_then(Value::as_array).into_iter().flatten();
+    owners.into_iter().any(|owner| owner["kind"] == "Job" && owner["controller"] == true)
 }
 
 fn container_statuses(pod: &mut Value) -> impl Iterator<Item = &mut Value> {
