@@ -642,9 +642,7 @@ async fn under_injected_faults_every_rayjob_runs_its_job_exactly_once() {
     install_crds(&sim).await;
     let operator = Operator::start(&sim, Journal::in_memory().unwrap(), None);
     let api: Api<kuberay::api::RayJob> = Api::namespaced(sim.client(), NS);
-    // SidecarMode is left out: its head turns NotReady once the sidecar exits, so the operator must read the job's end
-    // before that, which a dashboard that hangs can prevent (see the closing note of issue 6).
-    let jobs = [("http-a", "HTTPMode"), ("http-b", "HTTPMode"), ("k8s-a", "K8sJobMode"), ("k8s-b", "K8sJobMode")];
+    let jobs = [("http-a", "HTTPMode"), ("http-b", "HTTPMode"), ("k8s", "K8sJobMode"), ("sidecar", "SidecarMode")];
     for (name, mode) in jobs {
         let job = rayjob(name, mode, "bash -c 'echo working && sleep 5'");
         // A refused create (an injected fault) is the user's to retry, as kubectl's user would.

@@ -920,6 +920,27 @@ async fn endpoints_follow_the_readiness_of_matching_pods() {
     assert!(endpoints.get_opt("web").await.unwrap().is_none());
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_service_that_publishes_not_ready_addresses_lists_a_starting_pod() {
+    let sim = cluster_with_controllers("");
+    let client = sim.client();
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "head"},
+        "spec": {"selector": {"app": "head"}, "publishNotReadyAddresses": true, "clusterIP": "None",
+                 "ports": [{"name": "dashboard", "port": 8265}]},
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), "default").create(&PostParams::default(), &service).await.unwrap();
+    let mut head = pod("head-1");
+    head.metadata.labels = Some(BTreeMap::from([("app".to_string(), "head".to_string())]));
+    Api::<Pod>::namespaced(client.clone(), "default").create(&PostParams::default(), &head).await.unwrap();
+    after(1.5).await;
+    let endpoints: Api<k8s_openapi::api::core::v1::Endpoints> = Api::namespaced(client, "default");
+    let subsets = serde_json::to_value(endpoints.get("head").await.unwrap().subsets).unwrap();
+    assert_eq!(subsets[0]["addresses"][0]["targetRef"]["name"], "head-1", "running, not ready, yet listed");
+    assert_eq!(subsets[0].get("notReadyAddresses"), None);
+}
+
 fn job(name: &str, spec: Value) -> Job {
     let mut spec = spec;
     spec["template"] = json!({"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox:1"}]}});

@@ -22,10 +22,11 @@
 //!   `OnFailure` containers (the Pod fails), no restart of an exited container in an `Always` Pod, no graceful
 //!   termination, and no `previous`, `sinceSeconds` or `limitBytes` logs.
 //! - **Endpoints**: every Service with a selector has an Endpoints object of its name whose addresses are the
-//!   ready matching Pods with an IP (the others under `notReadyAddresses`), ports resolved from the Service's
-//!   `targetPort` (named ports from the first Pod's containers); it is deleted with its Service. A Pod's change
-//!   recomputes only the Endpoints of the Services that select it (before or after), and a Job's Pods are found
-//!   through the store's owner index: a step costs what changed, not what exists.
+//!   ready matching Pods with an IP (the others under `notReadyAddresses`; all of them with
+//!   `publishNotReadyAddresses`, as a Ray head Service has), ports resolved from the Service's `targetPort` (named
+//!   ports from the first Pod's containers); it is deleted with its Service. A Pod's change recomputes only the
+//!   Endpoints of the Services that select it (before or after), and a Job's Pods are found through the store's
+//!   owner index: a step costs what changed, not what exists.
 //! - **Jobs**: creates the Pods of a Job from its template (`generateName: <job>-`, controlled by the Job) up to
 //!   `parallelism` while fewer than `completions` succeeded; counts `active`, `ready`, `succeeded`, `failed`; ends
 //!   `Complete` (with `SuccessCriteriaMet`) or `Failed` (with `FailureTarget`; `BackoffLimitExceeded` once more
@@ -863,8 +864,10 @@ fn endpoints_for(service: &Value, pods: &[&Arc<Value>]) -> Value {
         sorted.sort_by_key(|pod| text(pod, "/status/podIP").parse::<Ipv4Addr>().ok());
         sorted.into_iter().map(|pod| address(pod)).collect()
     };
-    let ready = by_ip(pods.iter().filter(|p| is_ready(p)).collect());
-    let not_ready = by_ip(pods.iter().filter(|p| !is_ready(p)).collect());
+    // A Service that publishes not-ready addresses (a Ray head Service does) lists every Pod as ready.
+    let publish_all = service.pointer("/spec/publishNotReadyAddresses").and_then(Value::as_bool).unwrap_or(false);
+    let ready = by_ip(pods.iter().filter(|p| publish_all || is_ready(p)).collect());
+    let not_ready = by_ip(pods.iter().filter(|p| !publish_all && !is_ready(p)).collect());
     let ports: Vec<Value> = service
         .pointer("/spec/ports")
         .and_then(Value::as_array)
