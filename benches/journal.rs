@@ -85,26 +85,32 @@ fn journal_append(dir: &Path, work: &[(Input, Decision)], options: &SledOptions)
     Figures { records: work.len() * 2, elapsed, bytes }
 }
 
-/// Raw sled with the journal's configuration: each record's whole JSON under its seq.
-fn raw_append(dir: &Path, work: &[(Input, Decision)], options: &SledOptions) -> Figures {
+/// Raw sled with the journal's configuration: each record's whole JSON under its seq, serialized as it is stored.
+fn raw_append_json(dir: &Path, options: &SledOptions, records: impl Iterator<Item = Vec<u8>>) -> Figures {
     let db = options.config(dir).open().expect("open");
     let tree = db.open_tree("records").expect("tree");
     let start = Instant::now();
     let mut seq: u64 = 0;
-    for (input, decision) in work {
-        for json in [serde_json::to_vec(input).expect("json"), serde_json::to_vec(decision).expect("json")] {
-            seq += 1;
-            tree.insert(seq.to_be_bytes(), json).expect("insert");
-            if seq.is_multiple_of(GROUP as u64) {
-                db.flush().expect("flush");
-            }
+    for json in records {
+        seq += 1;
+        tree.insert(seq.to_be_bytes(), json).expect("insert");
+        if seq.is_multiple_of(GROUP as u64) {
+            db.flush().expect("flush");
         }
     }
     db.flush().expect("flush");
     let elapsed = start.elapsed();
     drop(tree);
     drop(db);
-    Figures { records: work.len() * 2, elapsed, bytes: directory_bytes(dir) }
+    Figures { records: seq as usize, elapsed, bytes: directory_bytes(dir) }
+}
+
+/// Raw sled storing the transitions' Inputs and Decisions.
+fn raw_append(dir: &Path, work: &[(Input, Decision)], options: &SledOptions) -> Figures {
+    let records = work.iter().flat_map(|(input, decision)| {
+        [serde_json::to_vec(input).expect("json"), serde_json::to_vec(decision).expect("json")]
+    });
+    raw_append_json(dir, options, records)
 }
 
 /// Lines per job-output record: a tail's frame holds the lines of about a second.
@@ -150,24 +156,6 @@ fn output_append(dir: &Path, object: &ObjectRef, records: &[JobLogs], options: &
     let lookup = looked_up.elapsed();
     assert_eq!(logged.lines, records.last().map_or(0, JobLogs::end));
     (Figures { records: records.len(), elapsed, bytes }, lookup)
-}
-
-/// Raw sled with the journal's configuration: each record's JSON under its seq.
-fn raw_output_append(dir: &Path, records: &[JobLogs], options: &SledOptions) -> Figures {
-    let db = options.config(dir).open().expect("open");
-    let tree = db.open_tree("records").expect("tree");
-    let start = Instant::now();
-    for (seq, logs) in (1u64..).zip(records) {
-        tree.insert(seq.to_be_bytes(), serde_json::to_vec(logs).expect("json")).expect("insert");
-        if seq.is_multiple_of(GROUP as u64) {
-            db.flush().expect("flush");
-        }
-    }
-    db.flush().expect("flush");
-    let elapsed = start.elapsed();
-    drop(tree);
-    drop(db);
-    Figures { records: records.len(), elapsed, bytes: directory_bytes(dir) }
 }
 
 /// The best of `ROUNDS` runs, raw and journal taking turns: the machine is shared, and turns spread the noise
@@ -274,7 +262,8 @@ fn report() {
     let object = work[0].0.object.clone();
     let (mut raws, mut journals, mut lookups) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        raws.push(raw_output_append(&dir(format!("raw-output{round}")), &records, &options));
+        let json = records.iter().map(|logs| serde_json::to_vec(logs).expect("json"));
+        raws.push(raw_append_json(&dir(format!("raw-output{round}")), &options, json));
         let (figures, lookup) = output_append(&dir(format!("output{round}")), &object, &records, &options);
         journals.push(figures);
         lookups.push(lookup);
