@@ -43,7 +43,7 @@ impl<S: Store> Engine<S> {
             config: serde_json::to_value(config)?,
         };
         journal.append_session(&session)?;
-        let machines = [MachineKind::RayCluster, MachineKind::RayJob, MachineKind::RayService]
+        let machines = MachineKind::ALL
             .into_iter()
             .filter_map(|kind| machine_for(kind, config).map(|machine| (kind, machine)))
             .collect();
@@ -55,10 +55,12 @@ impl<S: Store> Engine<S> {
     pub fn step(&mut self, memory: &Memory, input: &Input) -> Result<Decision, EngineError> {
         let kind = input.object.kind;
         let machine = self.machines.get(&kind).ok_or(EngineError::NoMachine(kind))?;
-        let input_seq = self.journal.append_input(input, memory)?;
+        // Made once: the journal stores them, and the replay check reads them redacted.
+        let parts = crate::journal::input_parts(input, memory)?;
+        let input_seq = self.journal.append_input_parts(input, &parts)?;
         let decision = machine.step(memory, input);
         let decision_seq = self.journal.append_decision(&input.object, input_seq, &decision)?;
-        if !crate::journal::history::replays(machine.as_ref(), memory, input, &decision)? {
+        if !crate::journal::history::replays(machine.as_ref(), &parts, &decision)? {
             self.divergences += 1;
             tracing::warn!(object = %input.object, seq = decision_seq, "this step will not replay as it was taken");
         }

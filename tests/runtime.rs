@@ -23,7 +23,7 @@ use kuberay::journal::store::MemStore;
 use kuberay::runtime::leader::LeaderElection;
 use kuberay::runtime::metrics::Metrics;
 use kuberay::runtime::watch::Namespaces;
-use kuberay::runtime::{self, Dashboards, Reports, RuntimeConfig};
+use kuberay::runtime::{self, Reports, RuntimeConfig};
 use kuberay::sim::{ControllerConfig, Faults, Sim, SimConfig};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
@@ -53,14 +53,6 @@ async fn install_crds(sim: &Sim) {
     applier.crds().await.unwrap();
 }
 
-/// The simulated dashboards, in-process.
-fn dashboards(sim: &Sim) -> Dashboards {
-    let sim = sim.clone();
-    Dashboards::Custom(Arc::new(move |address: &str| -> Arc<dyn kuberay::ray::Transport> {
-        Arc::new(kuberay::sim::ray_transport::SimTransport::new(sim.clone(), address))
-    }))
-}
-
 /// One operator replica on the in-process transport.
 struct Operator {
     stop: Arc<Notify>,
@@ -79,7 +71,7 @@ impl Operator {
             namespaces: Namespaces::All,
             clock,
             leader_election: election,
-            dashboards: dashboards(sim),
+            dashboards: kuberay::sim::ray_transport::dashboards(sim),
             retention: Retention { gone_ttl: Duration::from_secs(86_400), max_bytes: None },
         };
         let (ready, _) = watch::channel(false);

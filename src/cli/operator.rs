@@ -238,14 +238,6 @@ async fn terminated() {
     }
 }
 
-/// The simulated cluster's dashboards, reached in-process at the address a real cluster gives them.
-fn sim_dashboards(cluster: &crate::sim::Sim) -> Dashboards {
-    let cluster = cluster.clone();
-    Dashboards::Custom(Arc::new(move |address: &str| -> Arc<dyn crate::ray::Transport> {
-        Arc::new(crate::sim::ray_transport::SimTransport::new(cluster.clone(), address))
-    }))
-}
-
 /// The settled states of each machine: `--until-settled` stops once every applied object is in one.
 fn settled(kind: MachineKind, state: &str) -> bool {
     match kind {
@@ -323,7 +315,7 @@ pub fn sim_run(
                         return Ok(EXIT_INVALID);
                     }
                 };
-                let kind = [MachineKind::RayCluster, MachineKind::RayJob, MachineKind::RayService]
+                let kind = MachineKind::ALL
                     .into_iter()
                     .find(|kind| applied.api_version.starts_with("ray.io/") && kind.resource_kind() == applied.kind);
                 if let Some(kind) = kind.filter(|kind| crate::machine::machine_for(*kind, &config).is_some()) {
@@ -338,7 +330,7 @@ pub fn sim_run(
         let (transitions, mut transitions_out) = mpsc::unbounded_channel();
         let reports = reports(Some(transitions));
         let stop = Arc::new(Notify::new());
-        let runtime_config = args.runtime_config(config, clock, None, sim_dashboards(&cluster));
+        let runtime_config = args.runtime_config(config, clock, None, crate::sim::ray_transport::dashboards(&cluster));
         let stopped = stop.clone();
         let operator = tokio::spawn(runtime::run(client.clone(), engine, runtime_config, reports, async move {
             tokio::select! {

@@ -183,17 +183,11 @@ pub fn replay<S: Store>(journal: &Journal<S>, objects: Option<&[ObjectRef]>) -> 
 /// Whether a step, as the journal records it (redacted), will replay into the Decision it produced — what
 /// [`replay`] finds later, checked as the step is taken. Only a step whose Input or memory redaction changed can
 /// diverge (the machine is pure), so only those are stepped again.
-pub fn replays(
-    machine: &dyn Machine,
-    memory: &Memory,
-    input: &Input,
-    decision: &Decision,
-) -> Result<bool, JournalError> {
-    let mut parts = input.parts()?;
-    parts.push(Part { name: super::MEMORY_PART.to_string(), json: serde_json::to_vec(memory)? });
+/// `parts` are the Input record's ([`super::input_parts`]).
+pub fn replays(machine: &dyn Machine, parts: &[Part], decision: &Decision) -> Result<bool, JournalError> {
     let mut changed = false;
     let mut recorded = Vec::with_capacity(parts.len());
-    for part in &parts {
+    for part in parts {
         let redacted = redact_part(part)?;
         changed |= matches!(redacted, std::borrow::Cow::Owned(_));
         recorded.push(redacted.into_owned());
@@ -335,6 +329,7 @@ mod tests {
         };
         let machine = Echo { into_reason };
         let decision = machine.step(&Memory::default(), &input);
-        assert_eq!(replays(&machine, &Memory::default(), &input, &decision).unwrap(), replayable);
+        let parts = super::super::input_parts(&input, &Memory::default()).unwrap();
+        assert_eq!(replays(&machine, &parts, &decision).unwrap(), replayable);
     }
 }

@@ -54,6 +54,13 @@ pub use record::Kind;
 pub use retention::{Retention, RetentionReport};
 pub use store::SledOptions;
 
+/// The parts an Input record holds: the Input's own, and the memory the step starts from.
+pub fn input_parts(input: &Input, memory: &Memory) -> Result<Vec<Part>, JournalError> {
+    let mut parts = input.parts()?;
+    parts.push(Part { name: MEMORY_PART.to_string(), json: serde_json::to_vec(memory)? });
+    Ok(parts)
+}
+
 /// Everything that can go wrong with a journal, other than damage found in its data (which is [`Damage`], reported
 /// alongside what could be read).
 #[derive(Debug, thiserror::Error)]
@@ -421,9 +428,12 @@ impl<S: Store> Journal<S> {
 
     /// Journals an Input with the memory the machine steps from (replay starts from it); returns its seq.
     pub fn append_input(&mut self, input: &Input, memory: &Memory) -> Result<u64, JournalError> {
-        let mut parts = input.parts()?;
-        parts.push(Part { name: MEMORY_PART.to_string(), json: serde_json::to_vec(memory)? });
-        let seq = self.append(Kind::Input, Some(&input.object), &parts)?;
+        self.append_input_parts(input, &input_parts(input, memory)?)
+    }
+
+    /// [`Journal::append_input`] with the parts already made ([`input_parts`]).
+    pub fn append_input_parts(&mut self, input: &Input, parts: &[Part]) -> Result<u64, JournalError> {
+        let seq = self.append(Kind::Input, Some(&input.object), parts)?;
         if observes_gone(&input.observation) {
             self.mark_gone(&input.object, input.now.0.as_millisecond())?;
         }

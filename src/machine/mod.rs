@@ -35,6 +35,8 @@ pub enum MachineKind {
 }
 
 impl MachineKind {
+    pub const ALL: [MachineKind; 3] = [MachineKind::RayCluster, MachineKind::RayJob, MachineKind::RayService];
+
     /// The lower-case kind of object names on the command line: `raycluster/default/raycluster-kuberay`.
     pub fn cli_name(self) -> &'static str {
         match self {
@@ -51,12 +53,6 @@ impl MachineKind {
             MachineKind::RayJob => "RayJob",
             MachineKind::RayService => "RayService",
         }
-    }
-
-    pub fn parse_cli_name(name: &str) -> Option<Self> {
-        [MachineKind::RayCluster, MachineKind::RayJob, MachineKind::RayService]
-            .into_iter()
-            .find(|kind| kind.cli_name() == name)
     }
 }
 
@@ -391,6 +387,18 @@ impl Input {
 }
 
 impl Decision {
+    /// The Decision on an object that is gone: no commands, and a memory that names `next` and nothing else (its
+    /// expectations and timers dropped).
+    pub fn gone(next: &str, reason: &str, explanation: &str) -> Decision {
+        Decision {
+            next: next.to_string(),
+            commands: Vec::new(),
+            reason: reason.to_string(),
+            explanation: explanation.to_string(),
+            memory: Memory { state: next.to_string(), ..Memory::default() },
+        }
+    }
+
     /// The Decision as parts: one per command (identical Pod bodies dedupe), the memory, and the rest.
     pub fn parts(&self) -> Result<Vec<Part>, PartsError> {
         let mut parts = vec![

@@ -445,13 +445,8 @@ impl Machine for RayClusterMachine {
         let Some((observation, cluster)) =
             observed.and_then(|observation| observation.cluster.as_ref().map(|cluster| (observation, cluster)))
         else {
-            return Decision {
-                next: State::Deleted.name().to_string(),
-                commands: Vec::new(),
-                reason: Reason::ClusterGone.name().to_string(),
-                explanation: "The RayCluster is gone; its expectations and timers are dropped.".to_string(),
-                memory: Memory { state: State::Deleted.name().to_string(), ..Memory::default() },
-            };
+            let explanation = "The RayCluster is gone; its expectations and timers are dropped.";
+            return Decision::gone(State::Deleted.name(), Reason::ClusterGone.name(), explanation);
         };
         let mut pass = Pass {
             config: &self.config,

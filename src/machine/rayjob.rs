@@ -268,7 +268,7 @@ const DELETABLE: [State; 11] = [
     S::ValidationFailed,
     S::Deleting,
 ];
-/// States the engine may know nothing of the status in (its first step, or a new operator replica).
+/// States a RayJob whose status shows no deployment status is in: New, or Unmanaged while another controller had it.
 const ENTRY: [State; 2] = [S::New, S::Unmanaged];
 const DEADLINED: [State; 3] = [S::Initializing, S::Waiting, S::Running];
 const FINISHED: [State; 2] = [S::Complete, S::Failed];
@@ -549,13 +549,7 @@ impl Machine for RayJobMachine {
 
     /// The memory is not read: the state is the status's, and timers are recomputed from times in the status.
     fn step(&self, _memory: &Memory, input: &Input) -> Decision {
-        let gone = |explanation: &str| Decision {
-            next: State::Deleted.name().to_string(),
-            commands: Vec::new(),
-            reason: Reason::JobGone.name().to_string(),
-            explanation: explanation.to_string(),
-            memory: Memory { state: State::Deleted.name().to_string(), ..Memory::default() },
-        };
+        let gone = |explanation: &str| Decision::gone(State::Deleted.name(), Reason::JobGone.name(), explanation);
         let Observation::RayJob(observation) = &input.observation else {
             return gone("The Input observes no RayJob.");
         };

@@ -167,21 +167,12 @@ where
 pub struct ProxyTransport {
     client: kube::Client,
     prefix: String,
-    timeout: Duration,
 }
 
 impl ProxyTransport {
     /// The dashboard behind the `dashboard` port of Service `service` (the head Service) in `namespace`.
     pub fn new(client: kube::Client, namespace: &str, service: &str) -> ProxyTransport {
-        ProxyTransport {
-            client,
-            prefix: format!("/api/v1/namespaces/{namespace}/services/{service}:dashboard/proxy"),
-            timeout: DEFAULT_TIMEOUT,
-        }
-    }
-
-    pub fn with_timeout(self, timeout: Duration) -> ProxyTransport {
-        ProxyTransport { timeout, ..self }
+        ProxyTransport { client, prefix: format!("/api/v1/namespaces/{namespace}/services/{service}:dashboard/proxy") }
     }
 }
 
@@ -200,9 +191,9 @@ impl Transport for ProxyTransport {
             let body = body.collect().await.map_err(|e| RayError::Unavailable(format!("{what}: {e}")))?.to_bytes();
             Ok(http::Response::from_parts(parts, body))
         };
-        let response = tokio::time::timeout(self.timeout, exchange)
+        let response = tokio::time::timeout(DEFAULT_TIMEOUT, exchange)
             .await
-            .map_err(|_| RayError::Unavailable(format!("{what}: no answer within {:?}", self.timeout)))??;
+            .map_err(|_| RayError::Unavailable(format!("{what}: no answer within {DEFAULT_TIMEOUT:?}")))??;
         match api_server_refusal(&response) {
             Some(message) => Err(RayError::Unavailable(format!("{what}: the API server answered {message}"))),
             None => Ok(response),
@@ -240,9 +231,9 @@ impl Transport for ProxyTransport {
             }
             hyper::upgrade::on(answer).await.map_err(|e| RayError::Unavailable(format!("GET {uri}: {e}")))
         };
-        let upgraded = tokio::time::timeout(self.timeout, handshake)
+        let upgraded = tokio::time::timeout(DEFAULT_TIMEOUT, handshake)
             .await
-            .map_err(|_| RayError::Unavailable(format!("GET {uri}: no handshake within {:?}", self.timeout)))??;
+            .map_err(|_| RayError::Unavailable(format!("GET {uri}: no handshake within {DEFAULT_TIMEOUT:?}")))??;
         let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
             hyper_util::rt::TokioIo::new(upgraded),
             tungstenite::protocol::Role::Client,

@@ -45,6 +45,17 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// The status as the dashboard spells it (`SUCCEEDED`).
+    pub fn name(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "PENDING",
+            JobStatus::Running => "RUNNING",
+            JobStatus::Stopped => "STOPPED",
+            JobStatus::Succeeded => "SUCCEEDED",
+            JobStatus::Failed => "FAILED",
+        }
+    }
+
     /// STOPPED, SUCCEEDED and FAILED: the job will not change again (KubeRay's `IsJobTerminal`).
     pub fn is_terminal(self) -> bool {
         matches!(self, JobStatus::Stopped | JobStatus::Succeeded | JobStatus::Failed)

@@ -56,10 +56,7 @@ impl Dashboards {
         };
         match answer {
             Ok(info) => DashboardAnswer::Job(DashboardJob {
-                status: serde_json::to_value(info.status)
-                    .ok()
-                    .and_then(|status| status.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                status: info.status.name().to_string(),
                 message: info.message.unwrap_or_default(),
                 start_time: info.start_time,
                 end_time: info.end_time,

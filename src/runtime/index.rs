@@ -324,12 +324,21 @@ impl Index {
         });
         let (cluster, head_service) = match &cluster_key {
             Some(cluster_key) => {
-                let observed = self.observe_cluster(cluster_key);
-                let head = observed.services.into_iter().find(|service| {
-                    service.labels.get(RAY_CLUSTER_LABEL) == Some(&cluster_key.name)
-                        && service.labels.get(RAY_NODE_TYPE_LABEL).map(String::as_str) == Some(NODE_TYPE_HEAD)
+                let cluster = self.cluster(&cluster_key.namespace, &cluster_key.name);
+                let mut services = self.owned.get(cluster_key).into_iter().flatten().filter_map(|(kind, name)| {
+                    let object = self.objects.get(kind)?.get(&(key.namespace.clone(), name.clone()))?;
+                    match &object.body {
+                        Body::Service(service) => Some(service),
+                        _ => None,
+                    }
                 });
-                (observed.cluster, head)
+                let head = services
+                    .find(|service| {
+                        service.labels.get(RAY_CLUSTER_LABEL) == Some(&cluster_key.name)
+                            && service.labels.get(RAY_NODE_TYPE_LABEL).map(String::as_str) == Some(NODE_TYPE_HEAD)
+                    })
+                    .cloned();
+                (cluster.map(|cluster| RayCluster::clone(&cluster)), head)
             }
             None => (None, None),
         };

@@ -276,7 +276,7 @@ impl Dispatcher {
         }
         while self.steps.len() < self.config.concurrency.max(1) {
             let Some((key, trigger)) = self.queue.pop() else { return };
-            let Some((input, observed)) = self.input(&key, trigger) else {
+            let Some(input) = self.input(&key, trigger) else {
                 self.queue.done(&key);
                 continue;
             };
@@ -290,25 +290,22 @@ impl Dispatcher {
             }
             let memory = tracked.memory.clone();
             let shared = self.shared.clone();
-            self.steps.spawn(step(shared, key, memory, input, observed));
+            self.steps.spawn(step(shared, key, memory, input));
         }
     }
 
-    /// The Input for `key` from the caches, and the object as JSON; None for an object neither observed nor
-    /// remembered.
-    fn input(&self, key: &Key, trigger: Trigger) -> Option<(Input, Option<Value>)> {
-        let (observation, metadata, observed) = match key.kind {
+    /// The Input for `key` from the caches; None for an object neither observed nor remembered.
+    fn input(&self, key: &Key, trigger: Trigger) -> Option<Input> {
+        let (observation, metadata) = match key.kind {
             MachineKind::RayCluster => {
                 let observation = self.index.observe_cluster(key);
                 let metadata = observation.cluster.as_ref().map(|cluster| cluster.metadata.clone());
-                let observed = observation.cluster.as_ref().and_then(|cluster| serde_json::to_value(cluster).ok());
-                (Observation::RayCluster(observation), metadata, observed)
+                (Observation::RayCluster(observation), metadata)
             }
             MachineKind::RayJob => {
                 let observation = self.index.observe_job(key);
                 let metadata = observation.job.as_ref().map(|job| job.metadata.clone());
-                let observed = observation.job.as_ref().and_then(|job| serde_json::to_value(job).ok());
-                (Observation::RayJob(observation), metadata, observed)
+                (Observation::RayJob(observation), metadata)
             }
             MachineKind::RayService => return None,
         };
@@ -318,7 +315,7 @@ impl Dispatcher {
         };
         let object = ObjectRef { kind: key.kind, namespace: key.namespace.clone(), name: key.name.clone(), uid };
         let now = Time(self.config.clock.now());
-        Some((Input { object, trigger, now, observation }, observed))
+        Some(Input { object, trigger, now, observation })
     }
 
     fn finish(&mut self, stepped: Stepped) {
@@ -413,8 +410,16 @@ fn dashboard_question(observation: &JobObservation) -> Option<(String, String)> 
     asks.then_some((address, job_id))
 }
 
+/// The machine's own object as observed, as JSON.
+fn own_json(observation: &Observation) -> Option<Value> {
+    match observation {
+        Observation::RayCluster(observation) => serde_json::to_value(observation.cluster.as_ref()?).ok(),
+        Observation::RayJob(observation) => serde_json::to_value(observation.job.as_ref()?).ok(),
+    }
+}
+
 /// One step of one object: journal and step (durable on return), then the commands, in order, while leading.
-async fn step(shared: Arc<Shared>, key: Key, memory: Memory, mut input: Input, observed: Option<Value>) -> Stepped {
+async fn step(shared: Arc<Shared>, key: Key, memory: Memory, mut input: Input) -> Stepped {
     if let Observation::RayJob(observation) = &mut input.observation
         && let Some((address, job_id)) = dashboard_question(observation)
     {
@@ -424,6 +429,11 @@ async fn step(shared: Arc<Shared>, key: Key, memory: Memory, mut input: Input, o
         Ok(decision) => decision,
         Err(error) => return Stepped { key, input, from: memory, result: Err(error.to_string()) },
     };
+    // The object as JSON only for a Decision that writes its finalizers or status (against its resourceVersion).
+    let writes_own = decision.commands.iter().any(|command| {
+        matches!(command, Command::AddFinalizer { .. } | Command::RemoveFinalizer { .. } | Command::WriteStatus { .. })
+    });
+    let observed = if writes_own { own_json(&input.observation) } else { None };
     let mut own = Own { object: &input.object, observed };
     let mut failure = None;
     for command in &decision.commands {

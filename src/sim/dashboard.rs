@@ -63,6 +63,7 @@ use super::faults::{self, Dice, Faults};
 use super::network::{Answer, Messages, Process, Processes, Request, Response, WebSocketAnswer};
 use super::rng::Rng;
 use super::store::Store;
+use crate::ray::JobStatus;
 
 /// How long a job waits before it runs.
 pub const PENDING_SECONDS: f64 = 1.0;
@@ -668,31 +669,6 @@ fn duplicate_traceback(submission_id: &str) -> String {
     format!(
         "Traceback (most recent call last):\n  File \".venv/lib/python3.11/site-packages/ray/dashboard/modules/job/job_head.py\", line 419, in submit_job\n    resp = await job_agent_client.submit_job_internal(submit_request)\n           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n  File \".venv/lib/python3.11/site-packages/ray/dashboard/modules/job/job_head.py\", line 148, in submit_job_internal\n    await self._raise_error(resp)\n  File \".venv/lib/python3.11/site-packages/ray/dashboard/modules/job/job_head.py\", line 134, in _raise_error\n    raise RuntimeError(f\"Request failed with status code {{status}}: {{error_text}}.\")\nRuntimeError: Request failed with status code 400: Traceback (most recent call last):\n  File \".venv/lib/python3.11/site-packages/ray/dashboard/modules/job/job_agent.py\", line 45, in submit_job\n    submission_id = await self.get_job_manager().submit_job(\n                    ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n  File \".venv/lib/python3.11/site-packages/ray/dashboard/modules/job/job_manager.py\", line 553, in submit_job\n    raise ValueError(\nValueError: Job with submission_id {submission_id} already exists. Please use a different submission_id.\n.\n"
     )
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum JobStatus {
-    Pending,
-    Running,
-    Stopped,
-    Succeeded,
-    Failed,
-}
-
-impl JobStatus {
-    fn name(self) -> &'static str {
-        match self {
-            JobStatus::Pending => "PENDING",
-            JobStatus::Running => "RUNNING",
-            JobStatus::Stopped => "STOPPED",
-            JobStatus::Succeeded => "SUCCEEDED",
-            JobStatus::Failed => "FAILED",
-        }
-    }
-
-    fn is_terminal(self) -> bool {
-        matches!(self, JobStatus::Stopped | JobStatus::Succeeded | JobStatus::Failed)
-    }
 }
 
 struct Job {

@@ -221,6 +221,21 @@ impl Shared {
     fn process(&self, target: &network::Target) -> Option<Arc<dyn network::Process>> {
         self.read(|store| self.processes.iter().find_map(|p| p.listening(store, &target.pod, target.port)))
     }
+
+    /// What listens at `host:port` inside the cluster, as [`network::resolve`] finds it; from inside Pod `from`,
+    /// `127.0.0.1` and `localhost` are that Pod. Errors are the API server proxy's (503 when nothing is there).
+    fn connect(
+        &self,
+        authority: &str,
+        from: Option<&controllers::Instance>,
+    ) -> Result<Arc<dyn network::Process>, error::ApiError> {
+        let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
+        let target = self.read(|store| match (host, from) {
+            ("127.0.0.1" | "localhost", Some(pod)) => controllers::own_port(store, pod, authority),
+            _ => network::resolve(store, authority),
+        })?;
+        self.process(&target).ok_or_else(|| network::connection_refused(&target))
+    }
 }
 
 /// A simulated cluster. Cloning shares it.
@@ -278,9 +293,7 @@ impl Sim {
     /// cluster IP, a Pod IP): the address resolver of an operator in the same process. Errors are the API server
     /// proxy's (503 when nothing is there).
     pub async fn send(&self, authority: &str, request: network::Request) -> Result<network::Response, error::ApiError> {
-        let target = self.shared.read(|store| network::resolve(store, authority))?;
-        let process = self.shared.process(&target).ok_or_else(|| network::connection_refused(&target))?;
-        Ok(process.call(request).await)
+        Ok(self.shared.connect(authority, None)?.call(request).await)
     }
 
     /// Tails job `job_id`'s log on the Ray dashboard at `authority` (as for [`Sim::send`]), as its websocket
@@ -290,8 +303,7 @@ impl Sim {
     /// started. Errors: the proxy's (503 when nothing is there), or the dashboard's refusal with its status and
     /// text (404 `Job ID does not exist`).
     pub async fn tail(&self, authority: &str, job_id: &str) -> Result<network::Messages, error::ApiError> {
-        let target = self.shared.read(|store| network::resolve(store, authority))?;
-        let process = self.shared.process(&target).ok_or_else(|| network::connection_refused(&target))?;
+        let process = self.shared.connect(authority, None)?;
         let request = ::http::Request::get(format!("/api/jobs/{job_id}/logs/tail"))
             .header(::http::header::UPGRADE, "websocket")
             .body(Bytes::new())

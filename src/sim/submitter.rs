@@ -231,12 +231,7 @@ impl Io {
     }
 
     fn process(&self, authority: &str) -> Result<Arc<dyn network::Process>, ApiError> {
-        let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
-        let target = self.shared.read(|store| match host {
-            "127.0.0.1" | "localhost" => controllers::own_port(store, &self.pod, authority),
-            _ => network::resolve(store, authority),
-        })?;
-        self.shared.process(&target).ok_or_else(|| network::connection_refused(&target))
+        self.shared.connect(authority, Some(&self.pod))
     }
 
     async fn call(
