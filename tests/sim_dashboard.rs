@@ -224,9 +224,8 @@ async fn real_head() -> String {
     format!("http://{address}")
 }
 
-#[tokio::test]
-async fn ray_dashboard_routes_every_head_to_a_real_dashboard() {
-    let url = real_head().await;
+/// A simulated head, running at once, whose dashboard is the "real" one at `url`.
+async fn routed_to(url: String) -> Sim {
     let controllers = ControllerConfig {
         pod_start_delay: Duration::from_millis(10),
         pod_ready_delay: Duration::from_millis(10),
@@ -234,6 +233,12 @@ async fn ray_dashboard_routes_every_head_to_a_real_dashboard() {
     };
     let sim = head(SimConfig { ray_dashboard: RayDashboard::Real(url), ..SimConfig::default() }, controllers).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
+    sim
+}
+
+#[tokio::test]
+async fn ray_dashboard_routes_every_head_to_a_real_dashboard() {
+    let sim = routed_to(real_head().await).await;
     let (status, _, body) = call(&sim, "GET", "/api/jobs/?x=1", None).await;
     assert_eq!((status, body.as_str()), (200, "real head saw GET /api/jobs/?x=1"));
 }
@@ -439,14 +444,7 @@ async fn real_tailing_head() -> String {
 
 #[tokio::test]
 async fn ray_dashboard_tails_on_the_real_dashboard() {
-    let url = real_tailing_head().await;
-    let controllers = ControllerConfig {
-        pod_start_delay: Duration::from_millis(10),
-        pod_ready_delay: Duration::from_millis(10),
-        ..ControllerConfig::default()
-    };
-    let sim = head(SimConfig { ray_dashboard: RayDashboard::Real(url), ..SimConfig::default() }, controllers).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sim = routed_to(real_tailing_head().await).await;
     let frames: Vec<String> = sim.tail(DASHBOARD, "job-x").await.unwrap().collect().await;
     assert_eq!(frames, ["real head tailed /api/jobs/job-x/logs/tail\n"]);
 }
